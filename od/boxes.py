@@ -1,0 +1,57 @@
+"""Box conventions and conversions.
+
+Inside `od` every box is ``[ymin, xmin, ymax, xmax]`` as float32, normalised to ``[0, 1]`` by the
+image height (y) and width (x) — the Object Detection API convention. Formats that use pixels
+(Pascal VOC and CSV: ``xmin, ymin, xmax, ymax``; COCO: ``x, y, width, height``) are converted once,
+where they are read or written, with the functions here.
+
+Pixel coordinates follow the OD API's own converters (``create_pascal_tf_record.py``): a pixel
+coordinate ``x`` becomes ``x / width``, with no ±1 correction.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _as_array(boxes) -> np.ndarray:
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.size == 0:
+        return arr.reshape(0, 4)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"boxes must have shape [N, 4], got {arr.shape}")
+    return arr
+
+
+def normalize_xyxy(boxes, width: int, height: int) -> np.ndarray:
+    """Pixel ``[xmin, ymin, xmax, ymax]`` → normalised ``[ymin, xmin, ymax, xmax]``.
+
+    Args:
+      boxes: array-like [N, 4], pixel xyxy (VOC / CSV order).
+      width, height: image size in pixels.
+    Returns:
+      float32 [N, 4], ``[ymin, xmin, ymax, xmax]`` normalised to [0, 1] (not clipped).
+    """
+    b = _as_array(boxes)
+    out = np.stack([b[:, 1] / height, b[:, 0] / width, b[:, 3] / height, b[:, 2] / width], axis=1)
+    return out.astype(np.float32).reshape(-1, 4)
+
+
+def denormalize_to_xyxy(boxes, width: int, height: int) -> np.ndarray:
+    """Normalised ``[ymin, xmin, ymax, xmax]`` → pixel ``[xmin, ymin, xmax, ymax]`` (float64)."""
+    b = _as_array(boxes)
+    return np.stack([b[:, 1] * width, b[:, 0] * height, b[:, 3] * width, b[:, 2] * height],
+                    axis=1).reshape(-1, 4)
+
+
+def xywh_to_normalized(boxes, width: int, height: int) -> np.ndarray:
+    """COCO pixel ``[x, y, w, h]`` → normalised ``[ymin, xmin, ymax, xmax]`` float32 [N, 4]."""
+    b = _as_array(boxes)
+    xyxy = np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]], axis=1)
+    return normalize_xyxy(xyxy, width, height)
+
+
+def normalized_to_xywh(boxes, width: int, height: int) -> np.ndarray:
+    """Normalised ``[ymin, xmin, ymax, xmax]`` → COCO pixel ``[x, y, w, h]`` float64 [N, 4]."""
+    xyxy = denormalize_to_xyxy(boxes, width, height)
+    return np.stack([xyxy[:, 0], xyxy[:, 1], xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]],
+                    axis=1).reshape(-1, 4)

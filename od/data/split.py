@@ -1,0 +1,74 @@
+"""Train/val/test splits: deterministic for a seed, stratified by class, honouring given splits.
+
+Records whose ``split`` is already set (by the source: a split CSV, a Roboflow folder, a VOC
+ImageSets list, AutoML's TRAIN/VALIDATION/TEST column) keep it. The rest are split by ratio
+(AutoML Vision's 80/10/10 by default): images are grouped by their rarest class (negatives form
+their own group) and each group is shuffled with the seed and cut by the ratios, so every class is
+represented in each split in proportion.
+"""
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+
+from od.data.records import SPLITS, ImageAnnotation
+from od.errors import OdError
+
+DEFAULT_RATIOS = (0.8, 0.1, 0.1)
+
+
+def parse_ratios(text: str | tuple | list) -> tuple[float, float, float]:
+    """``'0.8,0.1,0.1'`` → (0.8, 0.1, 0.1). Two numbers mean no test split.
+
+    Raises:
+      OdError: not 2-3 non-negative numbers summing to 1 (±0.001).
+    """
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        raise OdError(f"split ratios {text!r} are not numbers; write e.g. 0.8,0.1,0.1.") from None
+    if len(vals) == 2:
+        vals.append(0.0)
+    if len(vals) != 3 or any(v < 0 for v in vals) or abs(sum(vals) - 1) > 1e-3:
+        raise OdError(f"split ratios {text!r} must be 2 or 3 non-negative numbers "
+                      "(train,val[,test]) that sum to 1, e.g. 0.8,0.1,0.1.")
+    return tuple(vals)
+
+
+def _cut(n: int, ratios) -> list[int]:
+    counts = [int(round(n * r)) for r in ratios]
+    counts[0] = n - sum(counts[1:])
+    if counts[0] < 0:
+        counts[0], counts[1] = 0, n - counts[2]
+    return counts
+
+
+def assign_splits(records: list[ImageAnnotation], ratios=DEFAULT_RATIOS, seed: int = 0
+                  ) -> list[ImageAnnotation]:
+    """Return the records with ``split`` set; original order kept.
+
+    Args:
+      records: images; those with ``split`` already set keep it.
+      ratios: (train, val, test) fractions of the unassigned images.
+      seed: shuffling seed; the same inputs and seed give the same split.
+    """
+    ratios = parse_ratios(ratios)
+    freq = Counter(label for r in records for label in set(r.labels))
+    groups: dict[str, list[int]] = defaultdict(list)
+    for k, r in enumerate(records):
+        if r.split is None:
+            key = min(set(r.labels), key=lambda c: (freq[c], c)) if r.boxes else ""
+            groups[key].append(k)
+    rng = random.Random(seed)
+    chosen: dict[int, str] = {}
+    for key in sorted(groups):
+        idx = sorted(groups[key], key=lambda k: str(records[k].image_path))
+        rng.shuffle(idx)
+        counts = _cut(len(idx), ratios)
+        start = 0
+        for split, c in zip(SPLITS, counts):
+            for k in idx[start:start + c]:
+                chosen[k] = split
+            start += c
+    return [r if r.split is not None else r.replace(split=chosen[k]) for k, r in enumerate(records)]
