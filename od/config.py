@@ -1,0 +1,417 @@
+"""Pipeline configs: commented YAML files in ``configs/`` → frozen dataclasses → Model Garden.
+
+A pipeline config has five sections (``model``, ``data``, ``train``, ``eval``, ``runtime``); every
+field is listed in the dataclasses below with its unit. Configs are layered, the OD API / Model
+Garden way, each layer checked against the schema::
+
+    configs/<model>.yaml  →  extra YAML files (--config)  →  key=value overrides
+
+Overrides use dotted keys (``train.batch_size=8``) and are typed by the field (int, float, bool,
+str, lists as ``[0.5,1,2]`` or ``0.5,1,2``). An unknown key is a ConfigError naming the nearest valid
+key. ``resolve()`` fills what comes from the dataset (label map → ``num_classes``), and
+``to_experiment()`` builds the Model Garden ``ExperimentConfig`` (RetinaNet task). The resolved
+config is saved in the run folder as ``pipeline.yaml`` and loads as-is to repeat the run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import glob
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import yaml
+
+from od import atomic
+from od.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The detector: a Model Garden RetinaNet with a chosen backbone."""
+
+    name: str = "retinanet_mobilenetv2_fpn"  # free-form label of the architecture
+    backbone: str = "mobilenet"      # Model Garden backbone type: mobilenet, resnet, spinenet, spinenet_mobile
+    backbone_id: str = "MobileNetV2"  # the backbone's model_id (MobileNetV2, 50, 49 ...)
+    decoder: str = "fpn"             # fpn or identity (SpineNet has its own multi-scale output)
+    input_size: int = 256            # pixels, square; a multiple of 2**max_level
+    min_level: int = 3               # finest feature level (stride 2**min_level pixels)
+    max_level: int = 7               # coarsest feature level
+    fpn_filters: int = 128           # channels of the FPN decoder
+    head_filters: int = 128          # channels of the box/class head convs
+    head_convs: int = 4              # convs in each head tower
+    separable_conv: bool = False     # depthwise-separable convs in FPN and head
+    activation: str = "relu"         # relu, relu6, swish, hard_swish
+    num_scales: int = 3              # anchor scales per level
+    aspect_ratios: tuple = (0.5, 1.0, 2.0)  # anchor width/height ratios
+    anchor_size: float = 4.0         # anchor side in units of the level's stride
+    num_classes: int = 0             # 0 = from the label map (max id + 1, background = 0)
+    max_detections: int = 100        # boxes per image after NMS
+    nms_iou_threshold: float = 0.5   # IoU above which NMS suppresses a box
+    score_threshold: float = 0.05    # boxes below this score are dropped before NMS
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Inputs: TFRecord shards written by ``od data convert`` (OD API tf.Example keys)."""
+
+    train: str = ""                  # a converted data folder, or a glob of TFRecord shards
+    val: str = ""                    # same, for periodic evaluation; '' = the folder's val split
+    label_map: str = ""              # label_map.pbtxt; '' = the one in the data folder
+    shuffle_buffer: int = 200        # examples
+    hflip: bool = True               # random horizontal flip
+    scale_min: float = 0.8           # random scale jitter, fraction of input_size
+    scale_max: float = 1.2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: SGD with momentum, linear warm-up then cosine decay."""
+
+    batch_size: int = 8              # images per step, over all replicas
+    steps: int = 300                 # total optimiser steps
+    learning_rate: float = 0.01      # peak learning rate after warm-up
+    warmup_steps: int = 100          # steps of linear warm-up (capped at half of steps)
+    warmup_learning_rate: float = 0.001  # learning rate at step 0
+    momentum: float = 0.9
+    clipnorm: float = 10.0           # global gradient-norm clip; 0 = off
+    l2_weight_decay: float = 4e-5
+    fine_tune_checkpoint: str = ""   # checkpoint dir, prefix or zoo name; '' = random init
+    fine_tune_checkpoint_type: str = "backbone"  # backbone, backbone_decoder or detector
+    freeze_backbone: bool = False
+    steps_per_loop: int = 10         # steps between progress/TensorBoard updates
+    checkpoint_every: int = 100      # steps; a multiple of steps_per_loop
+    max_checkpoints: int = 3         # checkpoints kept in the run folder
+    eval_every: int = 0              # steps between evaluations on data.val; 0 = never
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation and detection settings."""
+
+    min_score: float = 0.5           # score threshold for confusion matrix and drawings
+    iou_threshold: float = 0.5       # IoU for the threshold table and confusion matrix
+    max_images: int = 0              # evaluate at most this many images; 0 = all
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how to run: a ``tf.distribute`` strategy and precision."""
+
+    strategy: str = "auto"           # auto, one_device, mirrored, multi_worker_mirrored, tpu
+    num_gpus: int = -1               # GPUs to use with mirrored; -1 = all visible
+    tpu: str = ""                    # TPU address for strategy tpu
+    mixed_precision: str = "float32"  # float32, mixed_float16 (GPU) or mixed_bfloat16 (TPU/CPU)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+SECTIONS = {f.name: f.type for f in fields(PipelineConfig)}
+_CHOICES = {
+    "model.backbone": ("mobilenet", "resnet", "spinenet", "spinenet_mobile"),
+    "model.decoder": ("fpn", "identity"),
+    "train.fine_tune_checkpoint_type": ("backbone", "backbone_decoder", "detector"),
+    "runtime.strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
+    "runtime.mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
+}
+
+
+def _section_class(name: str):
+    return {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig,
+            "runtime": RuntimeConfig}[name]
+
+
+def valid_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s in SECTIONS for f in fields(_section_class(s))]
+
+
+def _unknown(key: str, where: str) -> ConfigError:
+    near = difflib.get_close_matches(key, valid_keys() + list(SECTIONS), n=1, cutoff=0.5)
+    hint = f" Did you mean {near[0]!r}?" if near else ""
+    return ConfigError(f"{where}: unknown config key {key!r}.{hint} Valid keys are listed in "
+                       "configs/*.yaml (run `od config show`).")
+
+
+def _coerce(key: str, value, default, where: str):
+    """Convert ``value`` (from YAML or a string override) to the type of ``default``."""
+    kind = type(default)
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "yes", "1", "on"):
+                return True
+            if str(value).lower() in ("false", "no", "0", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                value = [v for v in value.strip("[]() ").split(",") if v.strip()]
+            elem = type(default[0]) if default else float
+            return tuple(elem(v) for v in value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if isinstance(default, float):
+            return float(value)
+        return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {key} = {value!r} is not a valid {kind.__name__} "
+                          f"(default {default!r}).") from None
+
+
+def _check(cfg: PipelineConfig, where: str) -> PipelineConfig:
+    for key, choices in _CHOICES.items():
+        s, f = key.split(".")
+        v = getattr(getattr(cfg, s), f)
+        if v not in choices:
+            raise ConfigError(f"{where}: {key} = {v!r}; choose one of {', '.join(choices)}.")
+    m, t = cfg.model, cfg.train
+    if m.input_size % (2 ** m.max_level):
+        raise ConfigError(f"{where}: model.input_size = {m.input_size} px is not a multiple of "
+                          f"2**model.max_level = {2 ** m.max_level}; use e.g. "
+                          f"{max(1, round(m.input_size / 2 ** m.max_level)) * 2 ** m.max_level} or "
+                          "lower max_level.")
+    if not 1 <= m.min_level <= m.max_level:
+        raise ConfigError(f"{where}: need 1 <= model.min_level <= model.max_level.")
+    for name in ("batch_size", "steps", "steps_per_loop"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"{where}: train.{name} = {getattr(t, name)} must be >= 1.")
+    if t.checkpoint_every % t.steps_per_loop or t.checkpoint_every < 1:
+        raise ConfigError(f"{where}: train.checkpoint_every = {t.checkpoint_every} must be a "
+                          f"positive multiple of train.steps_per_loop = {t.steps_per_loop}.")
+    if t.eval_every % t.steps_per_loop:
+        raise ConfigError(f"{where}: train.eval_every = {t.eval_every} must be a multiple of "
+                          f"train.steps_per_loop = {t.steps_per_loop}.")
+    if not 0 < cfg.data.scale_min <= cfg.data.scale_max:
+        raise ConfigError(f"{where}: need 0 < data.scale_min <= data.scale_max.")
+    return cfg
+
+
+def _merge(cfg: PipelineConfig, mapping: dict, where: str) -> PipelineConfig:
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where}: a pipeline config is a mapping of sections (model:, data:, "
+                          "train:, eval:, runtime:).")
+    for section, values in mapping.items():
+        if section not in SECTIONS:
+            raise _unknown(str(section), where)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{where}: section {section!r} must be a mapping of keys.")
+        for key, value in values.items():
+            cfg = set_key(cfg, f"{section}.{key}", value, where)
+    return cfg
+
+
+def set_key(cfg: PipelineConfig, dotted: str, value, where: str = "override") -> PipelineConfig:
+    """Return ``cfg`` with ``section.key`` set to ``value`` coerced to the field's type.
+
+    Raises:
+      ConfigError: unknown key (with the nearest valid key) or a value of the wrong type.
+    """
+    section, _, key = dotted.partition(".")
+    if section not in SECTIONS or not key:
+        raise _unknown(dotted, where)
+    sec = getattr(cfg, section)
+    names = {f.name: f for f in fields(sec)}
+    if key not in names:
+        raise _unknown(dotted, where)
+    new = _coerce(dotted, value, getattr(_section_class(section)(), key), where)
+    return replace(cfg, **{section: replace(sec, **{key: new})})
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """``'train.batch_size=8'`` → ``('train.batch_size', '8')``. Raises ConfigError if no '='."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form section.key=value "
+                          "(e.g. train.batch_size=8).")
+    return key.strip(), value.strip()
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read pipeline config {path}: {e.strerror}.") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e}).") from None
+
+
+def load(path: str | os.PathLike | None = None, extra=(), overrides=()) -> PipelineConfig:
+    """Load a pipeline config with its layers applied, in order.
+
+    Args:
+      path: base YAML (e.g. ``configs/retinanet_mobilenetv2_fpn_256.yaml``) or None for defaults.
+      extra: more YAML files, each overriding the ones before.
+      overrides: ``'section.key=value'`` strings, applied last.
+    Raises:
+      ConfigError: unreadable/invalid YAML, unknown keys, wrong types, impossible values.
+    """
+    cfg = PipelineConfig()
+    for p in ([path] if path else []) + list(extra):
+        cfg = _merge(cfg, _read_yaml(Path(p)), str(p))
+    for text in overrides:
+        key, value = parse_override(text)
+        cfg = set_key(cfg, key, value, f"override {text!r}")
+    return _check(cfg, str(path or "config"))
+
+
+def to_dict(cfg: PipelineConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    for section in d.values():
+        for k, v in section.items():
+            if isinstance(v, tuple):
+                section[k] = list(v)
+    return d
+
+
+def save(cfg: PipelineConfig, path: str | os.PathLike) -> Path:
+    """Write ``cfg`` as a complete YAML pipeline config (loadable by ``load``), atomically."""
+    text = "# Resolved pipeline config written by od; `od train --config THIS` repeats the run.\n"
+    text += yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    return atomic.write_text(path, text)
+
+
+# ---- data-dependent resolution -----------------------------------------------------------------
+def shard_pattern(source: str, split: str) -> str:
+    """A data folder → ``folder/<split>-*.tfrecord``; a glob or file is returned unchanged."""
+    if source and os.path.isdir(source):
+        return os.path.join(source, f"{split}-*.tfrecord")
+    return source
+
+
+def data_folder(cfg: PipelineConfig) -> str:
+    if cfg.data.train and os.path.isdir(cfg.data.train):
+        return cfg.data.train
+    return os.path.dirname(cfg.data.train) if cfg.data.train else ""
+
+
+def resolve(cfg: PipelineConfig):
+    """Fill what comes from the dataset and check it exists.
+
+    Returns:
+      (cfg, label_map): ``data.label_map`` and ``model.num_classes`` (label map max id + 1) set,
+      ``data.train``/``data.val`` as shard globs.
+    Raises:
+      ConfigError: no training data, no shards matching, no label map, or a num_classes that
+        disagrees with the label map.
+    """
+    from od import label_map as label_map_lib
+
+    if not cfg.data.train:
+        raise ConfigError("data.train is empty: set it to the folder written by `od data convert` "
+                          "(e.g. data.train=DATA) or a glob of TFRecord shards.")
+    folder = data_folder(cfg)
+    train = shard_pattern(cfg.data.train, "train")
+    if not glob.glob(train):
+        raise ConfigError(f"data.train: no TFRecord shards match {train!r}. Run `od data convert` "
+                          "first, or fix the path.")
+    val = shard_pattern(cfg.data.val or folder, "val") if (cfg.data.val or folder) else ""
+    if val and not glob.glob(val):
+        val = ""
+    lm_path = cfg.data.label_map or os.path.join(folder, "label_map.pbtxt")
+    if not os.path.isfile(lm_path):
+        raise ConfigError(f"no label map at {lm_path!r}; set data.label_map=PATH/label_map.pbtxt.")
+    lm = label_map_lib.read(lm_path)
+    needed = lm.max_id + 1
+    if cfg.model.num_classes and cfg.model.num_classes != needed:
+        raise ConfigError(f"model.num_classes = {cfg.model.num_classes} but the label map "
+                          f"{lm_path} has ids up to {lm.max_id}, which needs {needed} (ids + "
+                          "background). Remove model.num_classes; it comes from the label map.")
+    cfg = replace(cfg, data=replace(cfg.data, train=train, val=val, label_map=lm_path),
+                  model=replace(cfg.model, num_classes=needed))
+    return cfg, lm
+
+
+def _backbone(m: ModelConfig):
+    from official.vision.configs import backbones
+
+    if m.backbone == "mobilenet":
+        return backbones.Backbone(type="mobilenet", mobilenet=backbones.MobileNet(
+            model_id=m.backbone_id, filter_size_scale=1.0))
+    if m.backbone == "resnet":
+        return backbones.Backbone(type="resnet", resnet=backbones.ResNet(
+            model_id=int(m.backbone_id)))
+    if m.backbone == "spinenet":
+        return backbones.Backbone(type="spinenet", spinenet=backbones.SpineNet(
+            model_id=str(m.backbone_id), min_level=m.min_level, max_level=m.max_level))
+    return backbones.Backbone(type="spinenet_mobile", spinenet_mobile=backbones.SpineNetMobile(
+        model_id=str(m.backbone_id), min_level=m.min_level, max_level=m.max_level))
+
+
+def to_experiment(cfg: PipelineConfig):
+    """Build the Model Garden ``ExperimentConfig`` (RetinaNet task) for a resolved config.
+
+    Model Garden's own COCO evaluator is switched off (it breaks on NumPy 2); `od` evaluates
+    with pycocotools itself (od.evaluate).
+    """
+    from official.core import config_definitions as cfg_lib
+    from official.modeling import optimization
+    from official.vision.configs import common, decoders
+    from official.vision.configs import retinanet as rn
+
+    m, d, t = cfg.model, cfg.data, cfg.train
+    decoder = (decoders.Decoder(type="fpn", fpn=decoders.FPN(
+        num_filters=m.fpn_filters, use_separable_conv=m.separable_conv))
+        if m.decoder == "fpn" else decoders.Decoder(type="identity", identity=decoders.Identity()))
+    modules = {"backbone": "backbone", "backbone_decoder": ["backbone", "decoder"],
+               "detector": ["backbone", "decoder"]}[t.fine_tune_checkpoint_type]
+    model = rn.RetinaNet(
+        num_classes=m.num_classes, input_size=[m.input_size, m.input_size, 3],
+        min_level=m.min_level, max_level=m.max_level,
+        anchor=rn.Anchor(num_scales=m.num_scales, aspect_ratios=list(m.aspect_ratios),
+                         anchor_size=m.anchor_size),
+        backbone=_backbone(m), decoder=decoder,
+        head=rn.RetinaNetHead(num_convs=m.head_convs, num_filters=m.head_filters,
+                              use_separable_conv=m.separable_conv),
+        detection_generator=rn.DetectionGenerator(
+            max_num_detections=m.max_detections, nms_iou_threshold=m.nms_iou_threshold,
+            pre_nms_score_threshold=m.score_threshold),
+        norm_activation=common.NormActivation(activation=m.activation, use_sync_bn=False))
+    dtype = {"float32": "float32", "mixed_float16": "float16",
+             "mixed_bfloat16": "bfloat16"}[cfg.runtime.mixed_precision]
+    parser = rn.Parser(aug_rand_hflip=d.hflip, aug_scale_min=d.scale_min,
+                       aug_scale_max=d.scale_max)
+    optimizer = {"optimizer": {"type": "sgd", "sgd": {"momentum": t.momentum}},
+                 "learning_rate": {"type": "cosine", "cosine": {
+                     "initial_learning_rate": t.learning_rate, "decay_steps": t.steps}},
+                 "warmup": {"type": "linear", "linear": {
+                     "warmup_steps": min(t.warmup_steps, t.steps // 2),
+                     "warmup_learning_rate": t.warmup_learning_rate}}}
+    if t.clipnorm > 0:
+        optimizer["optimizer"]["sgd"]["global_clipnorm"] = t.clipnorm
+    task = rn.RetinaNetTask(
+        model=model,
+        train_data=rn.DataConfig(input_path=d.train, is_training=True,
+                                 global_batch_size=t.batch_size, dtype=dtype, parser=parser,
+                                 shuffle_buffer_size=d.shuffle_buffer, seed=t.seed or None),
+        validation_data=rn.DataConfig(input_path=d.val or d.train, is_training=False,
+                                      global_batch_size=1, dtype=dtype),
+        losses=rn.Losses(l2_weight_decay=t.l2_weight_decay),
+        init_checkpoint=t.fine_tune_checkpoint or None,
+        init_checkpoint_modules=modules,
+        use_coco_metrics=False,
+        freeze_backbone=t.freeze_backbone,
+        export_config=rn.ExportConfig(output_normalized_coordinates=True))
+    trainer = cfg_lib.TrainerConfig(
+        train_steps=t.steps, steps_per_loop=t.steps_per_loop,
+        summary_interval=t.steps_per_loop, checkpoint_interval=t.checkpoint_every,
+        max_to_keep=t.max_checkpoints, validation_steps=1, validation_interval=t.steps,
+        optimizer_config=optimization.OptimizationConfig(optimizer))
+    runtime = cfg_lib.RuntimeConfig(mixed_precision_dtype=dtype)
+    return cfg_lib.ExperimentConfig(task=task, trainer=trainer, runtime=runtime)
+
