@@ -1,0 +1,164 @@
+"""``od detect``: run an exported SavedModel on a folder of images.
+
+For each image in ``--images`` (JPEG, PNG, BMP, GIF, WebP; EXIF rotation applied, as in
+``od data convert``), written to ``OUT/`` (each file atomically):
+
+- ``<name>.jpg``: the image with boxes, class names and scores drawn (od.visualize);
+- ``detections.json``: per image ``{"image", "width", "height", "detections": [{"class_id",
+  "class", "score", "box": [ymin, xmin, ymax, xmax] normalised, "box_pixels": [xmin, ymin, xmax,
+  ymax]}]}``;
+- ``detections.csv``: one row per box, the pixel CSV form ``filename,width,height,class,xmin,ymin,
+  xmax,ymax`` plus ``score`` (readable by ``od data convert --format csv``);
+- with ``voc=True``: ``voc/<stem>.xml`` Pascal VOC pre-labels for review in a labelling tool
+  (LabelImg, CVAT);
+- with ``crops=True``: ``crops/<stem>_<k>_<class>.jpg``, one crop per box.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from od import atomic
+from od import label_map as label_map_lib
+from od.boxes import denormalize_to_xyxy
+from od.detections import Detections
+from od.errors import ExportError, ImageError, OdError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to uint8 RGB [H, W, 3], upright (EXIF orientation applied).
+
+    Raises:
+      ImageError: missing, undecodable, or larger than the decompression-bomb limit.
+    """
+    from PIL import ImageOps
+
+    from od.data.images import _open, read_bytes
+
+    path = Path(path)
+    img = _open(path, read_bytes(path))
+    try:
+        img = ImageOps.exif_transpose(img).convert("RGB")
+    except (OSError, ValueError) as e:
+        raise ImageError(f"{path}: image data is truncated or corrupt ({e}).") from None
+    return np.asarray(img)
+
+
+class Detector:
+    """An exported detector (``od export`` folder, or any SavedModel with the same signature).
+
+    Call with uint8 RGB [H, W, 3] → :class:`od.detections.Detections` (boxes normalised to that
+    image, class ids from the label map, sorted by score).
+    """
+
+    def __init__(self, export_dir: str | os.PathLike):
+        import tensorflow as tf
+
+        export_dir = Path(export_dir)
+        sm = export_dir / "saved_model" if (export_dir / "saved_model").is_dir() else export_dir
+        if not (sm / "saved_model.pb").is_file():
+            raise ExportError(f"{export_dir}: no SavedModel (saved_model.pb) found; give the "
+                              "folder written by `od export --out ...`.")
+        self._model = tf.saved_model.load(str(sm))
+        self._fn = self._model.signatures["serving_default"]
+        lm_path = export_dir / "label_map.pbtxt"
+        self.label_map = label_map_lib.read(lm_path) if lm_path.is_file() else None
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        import tensorflow as tf
+
+        image = np.asarray(image, np.uint8)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ImageError(f"expected a uint8 RGB image [H, W, 3], got shape {image.shape}.")
+        out = self._fn(tf.constant(image[None]))
+        n = int(out["num_detections"][0])
+        return Detections.make(out["detection_boxes"][0, :n].numpy(),
+                               out["detection_scores"][0, :n].numpy(),
+                               out["detection_classes"][0, :n].numpy(),
+                               image.shape[1], image.shape[0])
+
+
+def _records(name: str, det: Detections, lm) -> list[dict]:
+    px = denormalize_to_xyxy(det.boxes, det.width, det.height)
+    return [{"class_id": int(c), "class": lm.title_of(int(c)) if lm else str(int(c)),
+             "score": round(float(s), 4), "box": [round(float(v), 5) for v in b],
+             "box_pixels": [round(float(v), 1) for v in p]}
+            for b, p, s, c in zip(det.boxes, px, det.scores, det.class_ids)]
+
+
+def _jpeg(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=92)
+    return buf.getvalue()
+
+
+def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str | os.PathLike,
+                  *, min_score: float = 0.5, voc: bool = False, crops: bool = False,
+                  progress: bool = True) -> list[dict]:
+    """Detect objects in every image of ``images`` (not recursive) and write ``out`` (module doc).
+
+    Args:
+      model: export folder (or a SavedModel folder).
+      images: folder of images, or a single image file.
+      min_score: keep detections with score >= this, in [0, 1].
+    Returns:
+      The list written to ``detections.json``.
+    Raises:
+      OdError: no images found; ExportError: not an export; ImageError: an undecodable image
+        (named).
+    """
+    from PIL import Image
+    from tqdm import tqdm
+
+    from od.data.records import ImageAnnotation, ObjectBox
+    from od.data.voc import to_xml
+    from od.visualize import draw_detections
+
+    images, out = Path(images), Path(out)
+    files = ([images] if images.is_file() else
+             sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+             if images.is_dir() else [])
+    if not files:
+        raise OdError(f"{images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}).")
+    if not 0.0 <= min_score <= 1.0:
+        raise OdError(f"--min-score {min_score} must be in [0, 1].")
+    detector = Detector(model)
+    lm = detector.label_map
+    out.mkdir(parents=True, exist_ok=True)
+    results, rows = [], []
+    for path in tqdm(files, desc="detect", unit="img", disable=not progress):
+        image = load_image(path)
+        det = detector(image).above(min_score)
+        recs = _records(path.name, det, lm)
+        results.append({"image": path.name, "width": det.width, "height": det.height,
+                        "detections": recs})
+        drawn = draw_detections(image, det, lm, min_score=min_score)
+        atomic.write_bytes(out / f"{path.stem}.jpg", _jpeg(drawn))
+        for r in recs:
+            rows.append([path.name, det.width, det.height, r["class"], *r["box_pixels"],
+                         r["score"]])
+        if voc:
+            boxes = tuple(ObjectBox(*map(float, r["box"]), label=r["class"]) for r in recs)
+            rec = ImageAnnotation(path, det.width, det.height, boxes)
+            atomic.write_bytes(out / "voc" / f"{path.stem}.xml", to_xml(rec, path.name))
+        if crops:
+            pil = Image.fromarray(image)
+            for k, r in enumerate(recs):
+                x0, y0, x1, y1 = (int(round(v)) for v in r["box_pixels"])
+                if x1 > x0 and y1 > y0:
+                    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in r["class"])
+                    atomic.write_bytes(out / "crops" / f"{path.stem}_{k}_{safe}.jpg",
+                                       _jpeg(pil.crop((x0, y0, x1, y1))))
+    atomic.write_json(out / "detections.json", results)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "score"])
+    w.writerows(rows)
+    atomic.write_text(out / "detections.csv", buf.getvalue())
+    return results

@@ -1,0 +1,155 @@
+"""``od export``: a trained run → SavedModel (+ optional frozen graph and TFLite), checked.
+
+Layout of ``EXPORT/`` (written atomically: the folder appears only when complete and checked)::
+
+    EXPORT/saved_model/            signatures:
+        serving_default  images: uint8 [N, H, W, 3], any H, W (RGB)
+        serving_bytes    images: string [N], encoded JPEG/PNG bytes
+      outputs: detection_boxes float32 [N, K, 4] (ymin, xmin, ymax, xmax normalised to the input
+               image), detection_scores float32 [N, K], detection_classes int [N, K] (label-map
+               ids), num_detections int [N]
+    EXPORT/frozen_inference_graph.pb   (formats 'frozen_graph') the image-tensor signature with
+                                       variables folded into constants (TF1-style GraphDef)
+    EXPORT/label_map.pbtxt, EXPORT/pipeline.yaml
+    EXPORT/export_check.json       max box/score difference of each format vs the checkpoint
+
+The SavedModel is Model Garden's serving ``DetectionModule`` saved by
+``official.core.export_base.export``; the checkpoint is the run's newest.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from od import atomic
+from od.errors import ExportError
+
+FORMATS = ("saved_model", "frozen_graph")
+SIGNATURES = {"image_tensor": "serving_default", "image_bytes": "serving_bytes"}
+_TOLERANCE = 1e-3
+
+
+def _sample_image(cfg) -> np.ndarray:
+    """A real image for the export check: the first of the val/test/train shards."""
+    import tensorflow as tf
+
+    from od.config import data_folder
+    from od.data import tfrecord
+
+    folder = data_folder(cfg)
+    for pattern in (os.path.join(folder, "test-*.tfrecord"), cfg.data.val, cfg.data.train):
+        if pattern and tf.io.gfile.glob(pattern):
+            raw = next(iter(tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)[:1])))
+            ex = tfrecord.parse_example(raw.numpy())
+            return tf.io.decode_image(ex.encoded, channels=3, expand_animations=False).numpy()
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (cfg.model.input_size, cfg.model.input_size, 3), np.uint8)
+
+
+def _compare(name: str, ref: dict, got: dict) -> dict:
+    n_ref, n_got = int(ref["num_detections"][0]), int(got["num_detections"][0])
+    k = min(n_ref, n_got, 20)
+    box = float(np.abs(np.asarray(ref["detection_boxes"])[0, :k] -
+                       np.asarray(got["detection_boxes"])[0, :k]).max(initial=0.0))
+    score = float(np.abs(np.asarray(ref["detection_scores"])[0, :k] -
+                         np.asarray(got["detection_scores"])[0, :k]).max(initial=0.0))
+    ok = box <= _TOLERANCE and score <= _TOLERANCE and (n_ref == n_got or k == 20)
+    return {"format": name, "num_detections": [n_ref, n_got], "max_box_diff": box,
+            "max_score_diff": score, "ok": ok}
+
+
+_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
+
+def _frozen_graph(module, path: Path) -> None:
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2)
+
+    @tf.function
+    def named(image_tensor):
+        out = module.serve(image_tensor)
+        return {k: tf.identity(out[k], name=k) for k in _OUTPUTS}
+
+    fn = named.get_concrete_function(tf.TensorSpec([1, None, None, 3], tf.uint8,
+                                                   name="image_tensor"))
+    frozen = convert_variables_to_constants_v2(fn)
+    atomic.write_bytes(path, frozen.graph.as_graph_def().SerializeToString())
+
+
+def run_frozen_graph(path: str | os.PathLike, image: np.ndarray) -> dict:
+    """Run a ``frozen_inference_graph.pb`` written by ``export`` on one uint8 image [H, W, 3].
+
+    The graph has the OD API's tensor names: input ``image_tensor:0`` (uint8 [1, H, W, 3]),
+    outputs ``detection_boxes:0``, ``detection_scores:0``, ``detection_classes:0``,
+    ``num_detections:0``.
+    """
+    import tensorflow as tf
+
+    graph_def = tf.compat.v1.GraphDef.FromString(Path(path).read_bytes())
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    with tf.compat.v1.Session(graph=graph) as sess:
+        values = sess.run([f"{k}:0" for k in _OUTPUTS], {"image_tensor:0": image[None]})
+    return dict(zip(_OUTPUTS, values))
+
+
+def export(model_dir: str | os.PathLike, out: str | os.PathLike,
+           formats=("saved_model",)) -> dict:
+    """Export the newest checkpoint of ``model_dir`` to ``out`` (see module doc) and check it.
+
+    Args:
+      model_dir: run folder of ``od train``.
+      out: export folder (replaced atomically).
+      formats: any of ``FORMATS``; ``saved_model`` is always written.
+    Returns:
+      The export check (also ``export_check.json``): per format the max difference of boxes and
+      scores against the in-memory model on a real image from the run's data.
+    Raises:
+      ConfigError / CheckpointError: not a trained run; ExportError: unknown format, or an
+      exported format disagrees with the checkpoint by more than 1e-3.
+    """
+    import tensorflow as tf
+    from official.core import export_base
+
+    from od.model import build_model, detection_module, latest_checkpoint, load_run
+
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ExportError(f"unknown export format(s) {bad}; choose from {', '.join(FORMATS)}.")
+    cfg, _ = load_run(model_dir)
+    ckpt = latest_checkpoint(model_dir)
+    model = build_model(cfg)
+    module = detection_module(cfg, model, batch_size=None)
+    image = _sample_image(cfg)
+    checks = []
+    with atomic.atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        export_base.export(module, dict(SIGNATURES), str(tmp / "saved_model"),
+                           checkpoint_path=ckpt, timestamped=False)
+        ref = {k: v.numpy() for k, v in module.serve(tf.constant(image[None])).items()}
+        loaded = tf.saved_model.load(str(tmp / "saved_model"))
+        got = loaded.signatures["serving_default"](tf.constant(image[None]))
+        checks.append(_compare("saved_model", ref, {k: v.numpy() for k, v in got.items()}))
+        encoded = tf.io.encode_png(image)
+        got = loaded.signatures["serving_bytes"](tf.reshape(encoded, [1]))
+        checks.append(_compare("saved_model:serving_bytes", ref,
+                               {k: v.numpy() for k, v in got.items()}))
+        if "frozen_graph" in formats:
+            _frozen_graph(module, tmp / "frozen_inference_graph.pb")
+            checks.append(_compare("frozen_graph", ref,
+                                   run_frozen_graph(tmp / "frozen_inference_graph.pb", image)))
+        shutil.copy(Path(model_dir) / "label_map.pbtxt", tmp / "label_map.pbtxt")
+        shutil.copy(Path(model_dir) / "pipeline.yaml", tmp / "pipeline.yaml")
+        report = {"checkpoint": ckpt, "image_shape": list(image.shape), "checks": checks}
+        failed = [c for c in checks if not c["ok"]]
+        if failed:
+            raise ExportError(f"exported model disagrees with the checkpoint: "
+                              f"{json.dumps(failed)}; nothing was written to {out}.")
+        atomic.write_json(tmp / "export_check.json", report)
+    return report
