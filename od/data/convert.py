@@ -1,15 +1,20 @@
-"""``od data convert``: annotations in any supported format → sharded TFRecords + label map.
+"""``od data convert``: annotations in any supported format → any other format.
 
-Output folder layout (written atomically: it appears only once every file in it is complete)::
+Default output (``to='tfrecord'``), written atomically: the folder appears only once every file
+in it is complete::
 
     DATA/train-00000-of-00002.tfrecord ...   OD API tf.Example keys (see od.data.tfrecord)
     DATA/val-00000-of-00001.tfrecord
     DATA/test-00000-of-00001.tfrecord
     DATA/label_map.pbtxt                     ids from 1
-    DATA/summary.json                        images and boxes per split and class, skipped items
+    DATA/summary.json                        images and boxes per split and class, skipped items,
+                                             duplicates, class balance
 
-Shards are sized by bytes (``shard_bytes``, default 100 MB of image data) and written by parallel
-worker processes, each encoding and validating its own images.
+``to='voc' | 'coco' | 'csv' | 'automl'`` writes that format's layout instead of the shards (see
+each module's ``write``), with the images as training will see them, plus the label map and
+summary. Shards are sized by bytes (``shard_bytes``, default 100 MB of image data) and written by
+parallel 'spawn' worker processes, each encoding and validating its own images; the workers never
+import TensorFlow.
 """
 from __future__ import annotations
 
@@ -20,10 +25,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from od import atomic
 from od import label_map as label_map_lib
+from od.data import automl, coco, duplicates, tfrecord, voc
+from od.data import balance as balance_lib
 from od.data import csv as csv_reader
-from od.data import voc
 from od.data.images import encode_for_training
 from od.data.records import SPLITS, ImageAnnotation, ReadResult
 from od.data.split import DEFAULT_RATIOS, assign_splits
@@ -34,7 +42,20 @@ from od.errors import ImageError, OdError
 READERS = {
     "voc": voc.read,
     "csv": csv_reader.read,
+    "coco": coco.read,
+    "automl": automl.read,
+    "tfrecord": tfrecord.read_annotations,
 }
+"""``--format`` → reader ``(annotations path, images folder or None) -> ReadResult``."""
+
+WRITERS = {
+    "voc": voc,
+    "coco": coco,
+    "csv": csv_reader,
+    "automl": automl,
+}
+"""``--to`` → module with ``image_folder(split)`` and ``write(records, out_dir, label_map)``."""
+TARGETS = ("tfrecord", *WRITERS)
 
 DEFAULT_SHARD_BYTES = 100 * 1024 * 1024
 _MAX_LISTED_PROBLEMS = 20
@@ -46,7 +67,9 @@ class InvalidDataError(OdError):
 
 @dataclass
 class ConvertSummary:
-    """What ``convert`` wrote. ``skipped``: dicts ``{item, reason, message}``."""
+    """What ``convert`` wrote. ``skipped`` (invalid items) and ``removed`` (duplicates and
+    balancing): dicts ``{item, reason, message}``; ``duplicates``: see od.data.duplicates.report;
+    ``class_balance``: see od.data.balance.class_balance."""
 
     out_dir: Path
     images: dict = field(default_factory=dict)
@@ -55,13 +78,21 @@ class ConvertSummary:
     shards: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)
     fixes: dict = field(default_factory=dict)
+    duplicates: dict = field(default_factory=dict)
+    class_balance: dict = field(default_factory=dict)
+    removed: list = field(default_factory=list)
+    format: str = ""
+    to: str = "tfrecord"
 
     def to_json(self) -> dict:
         reasons = Counter(s["reason"] for s in self.skipped)
-        return {"out_dir": str(self.out_dir), "images": self.images,
-                "boxes_per_class": self.boxes_per_class, "negative_images": self.negatives,
-                "shards": self.shards, "skipped_count": len(self.skipped),
-                "skipped_by_reason": dict(reasons), "skipped": self.skipped, "fixes": self.fixes}
+        return {"out_dir": str(self.out_dir), "format": self.format, "to": self.to,
+                "images": self.images, "boxes_per_class": self.boxes_per_class,
+                "negative_images": self.negatives, "shards": self.shards,
+                "skipped_count": len(self.skipped), "skipped_by_reason": dict(reasons),
+                "skipped": self.skipped, "fixes": self.fixes, "duplicates": self.duplicates,
+                "class_balance": self.class_balance, "removed_count": len(self.removed),
+                "removed": self.removed}
 
 
 def _parse_source(entry) -> tuple[str | None, Path]:
@@ -99,33 +130,48 @@ def read_annotations(annotations, format: str = "voc", images=None) -> ReadResul
 
 
 def _encode_shard(args):
-    """Worker: encode and validate the shard's images and write the shard. Returns per-item info."""
-    from od.data import tfrecord
+    """Worker: encode and validate the job's images, then write them (a TFRecord shard, or image
+    files for the other targets). Returns ``(source_id, problem, reencoded, sha256, name)`` per
+    item."""
+    import hashlib
 
-    path, items = args
+    target, path, items, verify = args
     examples, report = [], []
-    for source_id, record, class_ids in items:
+    for source_id, record, class_ids, name in items:
         try:
-            enc = encode_for_training(record.image_path)
+            enc = encode_for_training(record.image_path, record.image_data, verify=verify)
         except ImageError as e:
             reason = "missing_image" if "not found" in str(e) else "undecodable_image"
-            report.append((source_id, Problem(reason, str(e)), ""))
+            report.append((source_id, Problem(reason, str(e)), "", "", name))
             continue
         problem = check_size(record, enc.width, enc.height)
         if problem:
-            report.append((source_id, problem, ""))
+            report.append((source_id, problem, "", "", name))
             continue
-        examples.append(tfrecord.make_example(record, enc.data, enc.format, class_ids, source_id,
-                                              record.image_path.name))
-        report.append((source_id, None, enc.reencoded))
-    tfrecord.write_shard(path, examples)
+        if Path(name).suffix.lower() not in (".jpg", ".jpeg"):  # stored bytes are JPEG
+            name = str(Path(name).with_suffix(".jpg"))
+        if target == "tfrecord":
+            ex = tfrecord.make_example(record, enc.data, enc.format, class_ids, source_id, name)
+            digest = ex.features.feature[tfrecord.KEY_SHA256].bytes_list.value[0].decode()
+            examples.append(ex.SerializeToString())
+        else:
+            digest = hashlib.sha256(enc.data).hexdigest()
+            out = Path(path) / name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(enc.data)
+        report.append((source_id, None, enc.reencoded, digest, name))
+    if target == "tfrecord":
+        tfrecord.write_shard(path, examples)
     return report
 
 
-def _plan_shards(records: list[tuple[int, ImageAnnotation, list[int]]], split: str,
-                 shard_bytes: int, min_shards: int) -> list[list]:
+def _plan_shards(records: list[tuple], split: str, shard_bytes: int, min_shards: int
+                 ) -> list[list]:
     sizes = []
-    for _, r, _ in records:
+    for _, r, _, _ in records:
+        if r.image_data is not None:
+            sizes.append(len(r.image_data))
+            continue
         try:
             sizes.append(os.path.getsize(r.image_path))
         except OSError:
@@ -137,32 +183,23 @@ def _plan_shards(records: list[tuple[int, ImageAnnotation, list[int]]], split: s
     return shards
 
 
-def convert(annotations, out, *, format: str = "voc", images=None, label_map=None,
-            split=DEFAULT_RATIOS, seed: int = 0, box_policy: str = "error",
-            skip_invalid: bool = False, shard_bytes: int = DEFAULT_SHARD_BYTES,
-            workers: int | None = None) -> ConvertSummary:
-    """Convert annotations to TFRecord shards, a label map and a summary (see module doc).
+def _unique_names(records: list[ImageAnnotation]) -> list[str]:
+    """A file name per record, unique by stem (case-insensitive): ``a.jpg``, ``a_1.png``..."""
+    seen, names = set(), []
+    for r in records:
+        stem, suffix = r.image_path.stem or "image", r.image_path.suffix or ".jpg"
+        name, k = stem, 0
+        while name.lower() in seen:
+            k += 1
+            name = f"{stem}_{k}"
+        seen.add(name.lower())
+        names.append(name + suffix)
+    return names
 
-    Args:
-      annotations, format, images: see ``read_annotations``.
-      out: output folder (replaced atomically if it exists).
-      label_map: path of a ``label_map.pbtxt`` to use; a class not in it is an error
-        (``unknown_class``). Default: one built from the class names, sorted, ids from 1.
-      split: (train, val, test) ratios for images whose source defines no split.
-      seed: split seed. box_policy: ``'error'``, ``'clip'`` or ``'drop'`` (see od.data.validate).
-      skip_invalid: leave invalid images out (counted, with reasons, in summary.json) instead of
-        failing.
-      shard_bytes: target bytes of image data per shard. workers: processes (default: CPUs).
-    Returns:
-      ConvertSummary (also written as ``summary.json``).
-    Raises:
-      InvalidDataError: some images are invalid and ``skip_invalid`` is False; the message lists
-        each (file, reason, fix). Nothing is written then.
-    """
-    out = Path(out)
-    read = read_annotations(annotations, format, images)
-    lm = (label_map_lib.read(label_map) if label_map
-          else label_map_lib.LabelMap.from_names(sorted(read.class_names)))
+
+def _prepare(read: ReadResult, lm, *, box_policy, dedupe, balance_policy, split, seed, workers):
+    """Validate boxes, dedupe, balance and split; returns (records, skipped, problems, fixes,
+    duplicates report or None, removed report)."""
     skipped = [{"item": s.item, "reason": s.reason, "message": s.reason} for s in read.skipped]
     fixes: Counter = Counter()
     problems: list[Problem] = []
@@ -176,32 +213,89 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
                            for p in probs[:1])
             continue
         checked.append(fixed)
+    dup_report, removed = None, []
+    if dedupe:
+        groups = duplicates.find_duplicates(checked, workers)
+        dup_report = duplicates.report([str(r.image_path) for r in checked], groups, "pixels")
+        checked, dropped = duplicates.remove_duplicates(checked, groups)
+        dup_report["removed"] = len(dropped)
+        removed.extend(dropped)
+    if balance_policy is not None:
+        if balance_policy not in balance_lib.POLICIES:
+            raise OdError(f"balance policy {balance_policy!r} is not one of "
+                          f"{balance_lib.POLICIES}.")
+        checked, dropped = balance_lib.undersample(checked, seed)
+        removed.extend(dropped)
     checked = assign_splits(checked, split, seed)
+    return checked, skipped, problems, fixes, dup_report, removed
 
+
+def convert(annotations, out, *, format: str = "voc", images=None, label_map=None,
+            split=DEFAULT_RATIOS, seed: int = 0, box_policy: str = "error",
+            skip_invalid: bool = False, shard_bytes: int = DEFAULT_SHARD_BYTES,
+            workers: int | None = None, to: str = "tfrecord", dedupe: bool = False,
+            balance: str | None = None, verify: str = "fast", progress: bool = False
+            ) -> ConvertSummary:
+    """Convert annotations to TFRecord shards (or another format), a label map and a summary.
+
+    Args:
+      annotations, format, images: see ``read_annotations``.
+      out: output folder (replaced atomically if it exists).
+      label_map: path of a ``label_map.pbtxt`` to use; a class not in it is an error
+        (``unknown_class``). Default: one built from the class names, sorted, ids from 1.
+      split: (train, val, test) ratios for images whose source defines no split.
+      seed: split and balance seed. box_policy: ``'error'``, ``'clip'`` or ``'drop'`` (see
+        od.data.validate).
+      skip_invalid: leave invalid images out (counted, with reasons, in summary.json) instead of
+        failing.
+      shard_bytes: target bytes of image data per shard. workers: processes (default: CPUs).
+      to: output format, one of ``TARGETS``.
+      dedupe: remove images whose decoded pixels equal an earlier image's (reported). Without
+        it, images with byte-identical stored data are reported, not removed.
+      balance: None, or ``'undersample'`` (od.data.balance.undersample).
+      verify: ``'fast'`` or ``'full'`` image check (od.data.images.encode_for_training).
+      progress: show a tqdm progress bar over the written jobs.
+    Returns:
+      ConvertSummary (also written as ``summary.json``).
+    Raises:
+      InvalidDataError: some images are invalid and ``skip_invalid`` is False; the message lists
+        each (file, reason, fix). Nothing is written then.
+      OdError: unknown format or target; the readers' errors.
+    """
+    if to not in TARGETS:
+        raise OdError(f"unknown output format {to!r}; choose one of {', '.join(TARGETS)}.")
+    out = Path(out)
+    read = read_annotations(annotations, format, images)
+    lm = (label_map_lib.read(label_map) if label_map
+          else label_map_lib.LabelMap.from_names(sorted(read.class_names)))
     workers = workers or os.cpu_count() or 1
+    checked, skipped, problems, fixes, dup_report, removed = _prepare(
+        read, lm, box_policy=box_policy, dedupe=dedupe, balance_policy=balance, split=split,
+        seed=seed, workers=workers)
+
     jobs, by_id = [], {}
     summary = ConvertSummary(out)
+    names = _unique_names(checked) if to != "tfrecord" else [r.image_path.name for r in checked]
     with atomic.atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         for sp in SPLITS:
-            items = [(k + 1, r, [lm.id_of(b.label) for b in r.boxes])
+            items = [(k + 1, r, [lm.id_of(b.label) for b in r.boxes], names[k])
                      for k, r in enumerate(checked) if r.split == sp]
-            by_id.update({sid: r for sid, r, _ in items})
+            by_id.update({it[0]: it[1] for it in items})
             if not items:
                 continue
             shards = _plan_shards(items, sp, shard_bytes, workers if len(items) >= 64 else 1)
-            names = [shard_name(sp, i, len(shards)) for i in range(len(shards))]
-            summary.shards[sp] = names
-            jobs.extend((tmp / n, s) for n, s in zip(names, shards))
-        if workers > 1 and len(jobs) > 1:
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(min(workers, len(jobs))) as pool:
-                reports = pool.map(_encode_shard, jobs, chunksize=1)
-        else:
-            reports = [_encode_shard(j) for j in jobs]
-        reencoded = 0
+            if to == "tfrecord":
+                files = [shard_name(sp, i, len(shards)) for i in range(len(shards))]
+                summary.shards[sp] = files
+                jobs.extend(("tfrecord", tmp / n, s, verify) for n, s in zip(files, shards))
+            else:
+                folder = tmp / WRITERS[to].image_folder(sp)
+                jobs.extend((to, folder, s, verify) for s in shards)
+        reports = _run_jobs(jobs, workers, progress)
+        reencoded, digests, written = 0, {}, []
         for report in reports:
-            for sid, problem, why in report:
+            for sid, problem, why, digest, name in report:
                 rec = by_id[sid]
                 if problem:
                     problems.append(problem)
@@ -209,6 +303,10 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
                                     "message": problem.message})
                     continue
                 reencoded += bool(why)
+                digests[sid] = digest
+                if to != "tfrecord":
+                    folder = tmp / WRITERS[to].image_folder(rec.split)
+                    written.append((sid, rec.replace(image_path=folder / name, image_data=None)))
                 summary.images[rec.split] = summary.images.get(rec.split, 0) + 1
                 summary.negatives += not rec.boxes
                 for b in rec.boxes:
@@ -222,9 +320,38 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
                 f"{listed}" + (f"\n  ... and {more} more" if more > 0 else "") +
                 "\nFix them, or pass --skip-invalid to leave them out (they are counted in "
                 "summary.json).")
+        if to != "tfrecord":
+            WRITERS[to].write([r for _, r in sorted(written, key=lambda x: x[0])], tmp, lm)
+        ids = sorted(digests)
+        groups = duplicates.groups_of([digests[i] for i in ids])
+        summary.duplicates = dup_report or duplicates.report(
+            [str(by_id[i].image_path) for i in ids], groups, "bytes")
+        summary.class_balance = balance_lib.class_balance(
+            [by_id[i] for i in ids])
+        summary.removed = removed
         summary.skipped = skipped
         summary.fixes = dict(fixes, reencoded_images=reencoded)
+        summary.format, summary.to = format, to
         label_map_lib.write(lm, tmp / "label_map.pbtxt")
         atomic.write_json(tmp / "summary.json", summary.to_json())
     return summary
 
+
+def _run_jobs(jobs: list, workers: int, progress: bool) -> list:
+    bar = tqdm(total=len(jobs), unit="shard", disable=not progress, desc="convert")
+    try:
+        if workers > 1 and len(jobs) > 1:
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(min(workers, len(jobs))) as pool:
+                reports = []
+                for rep in pool.imap(_encode_shard, jobs, chunksize=1):
+                    reports.append(rep)
+                    bar.update()
+                return reports
+        reports = []
+        for j in jobs:
+            reports.append(_encode_shard(j))
+            bar.update()
+        return reports
+    finally:
+        bar.close()

@@ -11,9 +11,11 @@ declares an image with no boxes (a negative). Coordinates are pixels, ``x / widt
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
+from od import atomic
 from od.data.paths import resolve_under
 from od.data.records import ImageAnnotation, ObjectBox, ReadResult
 from od.errors import AnnotationError
@@ -33,7 +35,9 @@ def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = Non
     """Read a pixel-coordinate CSV (columns ``filename,width,height,class,xmin,ymin,xmax,ymax``).
 
     Args:
-      csv_path: the CSV file (header row required; extra columns are ignored).
+      csv_path: the CSV file (header row required; extra columns are ignored), or a folder
+        holding ``{train,val,test}_labels.csv`` (the layout ``write`` makes; the split of each
+        record is set, images default to the folder's ``images/``).
       images_dir: folder the filenames are relative to; defaults to the CSV's folder.
     Returns:
       ReadResult: one ImageAnnotation per distinct filename (first-seen order), boxes
@@ -44,6 +48,8 @@ def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = Non
       UnsafePathError: a filename escapes ``images_dir``.
     """
     path = Path(csv_path)
+    if path.is_dir():
+        return _read_folder(path, images_dir)
     images_dir = Path(images_dir) if images_dir else path.parent
     try:
         f = open(path, newline="", encoding="utf-8-sig")
@@ -90,3 +96,60 @@ def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = Non
             if b.label not in names:
                 names.append(b.label)
     return ReadResult(records, names)
+
+
+def _read_folder(folder: Path, images_dir) -> ReadResult:
+    files = [(folder / f"{s}_labels.csv", s) for s in ("train", "val", "test")
+             if (folder / f"{s}_labels.csv").is_file()]
+    if not files:
+        raise AnnotationError(f"{folder}: no train_labels.csv / val_labels.csv / test_labels.csv "
+                              "here; give the CSV file itself (--annotations FILE.csv).")
+    images_dir = images_dir or (folder / "images" if (folder / "images").is_dir() else folder)
+    result = ReadResult([], [])
+    for f, split in files:
+        part = read(f, images_dir)
+        result.records.extend(r.replace(split=split) for r in part.records)
+        result.class_names.extend(c for c in part.class_names if c not in result.class_names)
+    return result
+
+
+def image_folder(split: str) -> str:
+    """Folder (relative to the output) where ``write`` expects the images."""
+    return "images"
+
+
+def write(records: list[ImageAnnotation], out_dir: str | os.PathLike, label_map=None
+          ) -> list[Path]:
+    """Write ``out_dir/{train,val,test}_labels.csv`` (columns ``PIXEL_COLUMNS``, pixels rounded to
+    integers, filenames relative to ``out_dir/images``) for each split present.
+
+    Read back with ``--format csv --images OUT/images --annotations train=OUT/train_labels.csv``.
+    An image without boxes is one row with empty class and box cells.
+
+    Args:
+      records: images with ``split`` set (None is written as train), ``image_path`` under
+        ``out_dir/images``; boxes normalised ``[ymin, xmin, ymax, xmax]``.
+      label_map: unused (classes are written by name); accepted for the writers table.
+    Returns:
+      the CSV files written (atomically).
+    """
+    out_dir = Path(out_dir)
+    images = out_dir / "images"
+    written = []
+    for split in ("train", "val", "test"):
+        recs = [r for r in records if (r.split or "train") == split]
+        if not recs:
+            continue
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(PIXEL_COLUMNS)
+        for r in recs:
+            name = r.image_path.relative_to(images).as_posix()
+            if not r.boxes:
+                w.writerow([name, r.width, r.height, "", "", "", "", ""])
+            for b in r.boxes:
+                w.writerow([name, r.width, r.height, b.label, round(b.xmin * r.width),
+                            round(b.ymin * r.height), round(b.xmax * r.width),
+                            round(b.ymax * r.height)])
+        written.append(atomic.write_text(out_dir / f"{split}_labels.csv", buf.getvalue()))
+    return written

@@ -9,6 +9,7 @@ Pillow's decompression-bomb guard is kept on (``MAX_PIXELS``); a larger image is
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import warnings
@@ -89,17 +90,30 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
-def encode_for_training(path: str | os.PathLike) -> EncodedImage:
-    """Read ``path`` and return the bytes to store as ``image/encoded``.
+def _is_complete_jpeg(data: bytes) -> bool:
+    """True if the JPEG ends with its EOI marker (a cut-off download does not)."""
+    return data.rstrip(b"\x00\r\n ")[-2:] == b"\xff\xd9"
+
+
+def encode_for_training(path: str | os.PathLike, data: bytes | None = None, *,
+                        verify: str = "fast") -> EncodedImage:
+    """Return the bytes to store as ``image/encoded`` for the image at ``path``.
 
     JPEG bytes are kept as they are when the image is RGB or grayscale and upright; otherwise the
-    image is fully decoded (which also catches truncated files) and re-encoded as RGB JPEG.
+    image is fully decoded and re-encoded as RGB JPEG (quality 95) upright, alpha on black.
 
+    Args:
+      path: the image file; also the name used in error messages.
+      data: the encoded bytes if already in memory (e.g. from a TFRecord); else ``path`` is read.
+      verify: ``'fast'``: a kept JPEG is fully decoded only when it does not end with its EOI
+        marker (which catches cut-off files at the cost of a header parse); ``'full'``: always
+        decode every pixel (also catches corruption inside the data).
     Raises:
-      ImageError: missing, unreadable, truncated or undecodable file, or a decompression bomb.
+      ImageError: missing, unreadable, truncated or undecodable file, or a decompression bomb;
+        the message names ``path``.
     """
     path = Path(path)
-    data = read_bytes(path)
+    data = read_bytes(path) if data is None else data
     img = _open(path, data)
     reason = ""
     if img.format != "JPEG":
@@ -108,21 +122,53 @@ def encode_for_training(path: str | os.PathLike) -> EncodedImage:
         reason = f"{img.mode} JPEG"
     elif _orientation(img) != 1:
         reason = "EXIF-rotated JPEG"
+    if not reason and verify == "fast" and _is_complete_jpeg(data):
+        return EncodedImage(data, "jpeg", img.width, img.height)
+    _load(path, img)
+    if not reason:
+        return EncodedImage(data, "jpeg", img.width, img.height)
+    upright = to_rgb(img)
+    buf = io.BytesIO()
+    upright.save(buf, format="JPEG", quality=95)
+    return EncodedImage(buf.getvalue(), "jpeg", upright.width, upright.height, reason)
+
+
+def _load(path: Path, img: Image.Image) -> None:
     try:
         img.load()  # full decode: truncated or corrupt data fails here, by name
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{path}: image data is truncated or corrupt ({e}). Re-download or "
                          "re-export the file, or remove it from the annotations.") from None
-    if not reason:
-        return EncodedImage(data, "jpeg", img.width, img.height)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """The pixels training sees: EXIF-rotated upright, RGB, transparency composited on black."""
     upright = ImageOps.exif_transpose(img)
-    if upright.mode in ("RGBA", "LA", "P", "PA"):
+    if upright.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
         upright = upright.convert("RGBA")
         canvas = Image.new("RGB", upright.size, (0, 0, 0))
         canvas.paste(upright, mask=upright.getchannel("A"))
-        upright = canvas
-    else:
-        upright = upright.convert("RGB")
-    buf = io.BytesIO()
-    upright.save(buf, format="JPEG", quality=95)
-    return EncodedImage(buf.getvalue(), "jpeg", upright.width, upright.height, reason)
+        return canvas
+    return upright.convert("RGB")
+
+
+def decode_rgb(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
+    """Fully decode an image as training sees it (see ``to_rgb``): an RGB ``PIL.Image``.
+
+    Raises:
+      ImageError: as ``encode_for_training``.
+    """
+    path = Path(path)
+    data = read_bytes(path) if data is None else data
+    img = _open(path, data)
+    _load(path, img)
+    return to_rgb(img)
+
+
+def pixel_md5(path: str | os.PathLike, data: bytes | None = None) -> str:
+    """Hex MD5 of the decoded upright RGB pixels (uint8 [H, W, 3]) and the size: equal for the
+    same picture stored as different files or formats (e.g. a PNG and its lossless copy)."""
+    img = decode_rgb(path, data)
+    h = hashlib.md5(f"{img.width}x{img.height}:".encode())
+    h.update(img.tobytes())
+    return h.hexdigest()

@@ -1,6 +1,7 @@
 """Resolving image names from annotation files without ever leaving the user's folders."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -16,15 +17,23 @@ def resolve_under(root: str | os.PathLike, name: str, *, source: str) -> Path:
     Raises:
       UnsafePathError: naming the annotation ``source``, the value and the root.
     """
-    root = Path(root).resolve()
+    root = _resolved(os.path.abspath(root))
     if not name or PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() \
             or PureWindowsPath(name).drive:
         raise UnsafePathError(
             f"{source}: image name {name!r} is empty or absolute; annotations must name images "
             f"relative to the images folder {root}.")
-    candidate = (root / name.replace("\\", "/")).resolve()
+    name = name.replace("\\", "/")
+    if "/" not in name and name not in (".", "..") and not os.path.islink(root / name):
+        return root / name  # a plain file name in an already resolved root: nothing to escape
+    candidate = (root / name).resolve()
     if candidate != root and root not in candidate.parents:
         raise UnsafePathError(
             f"{source}: image name {name!r} points outside the images folder {root}; refusing to "
             "read it. Fix the filename in the annotation.")
     return candidate
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved(root: str) -> Path:
+    return Path(root).resolve()

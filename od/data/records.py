@@ -49,6 +49,8 @@ class ImageAnnotation:
       boxes: the image's boxes; empty for a negative (background-only) image.
       source: the annotation file (or ``file:line``) this record came from, for error messages.
       split: ``'train'``, ``'val'``, ``'test'`` where the source defines the split, else None.
+      image_data: the encoded image bytes when the source holds them (a TFRecord); then
+        ``image_path`` names the image but need not exist. None: read ``image_path``.
     """
 
     image_path: Path
@@ -57,6 +59,7 @@ class ImageAnnotation:
     boxes: tuple[ObjectBox, ...] = ()
     source: str = ""
     split: str | None = None
+    image_data: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def labels(self) -> list[str]:

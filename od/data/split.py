@@ -36,21 +36,19 @@ def parse_ratios(text: str | tuple | list) -> tuple[float, float, float]:
     return tuple(vals)
 
 
-def _cut(n: int, ratios) -> list[int]:
-    counts = [int(round(n * r)) for r in ratios]
-    counts[0] = n - sum(counts[1:])
-    if counts[0] < 0:
-        counts[0], counts[1] = 0, n - counts[2]
-    return counts
-
-
 def assign_splits(records: list[ImageAnnotation], ratios=DEFAULT_RATIOS, seed: int = 0
                   ) -> list[ImageAnnotation]:
     """Return the records with ``split`` set; original order kept.
 
+    Images without a split are grouped by their rarest class (negatives form their own group),
+    rarest group first; each group is shuffled with ``seed`` and its images are dealt one by one
+    to the split furthest below its share of all images dealt so far. So the totals match the
+    ratios to within one image, and every class is spread over the splits in proportion (a class
+    with fewer images than splits cannot be everywhere).
+
     Args:
       records: images; those with ``split`` already set keep it.
-      ratios: (train, val, test) fractions of the unassigned images.
+      ratios: (train, val, test) fractions of the unassigned images (see ``parse_ratios``).
       seed: shuffling seed; the same inputs and seed give the same split.
     """
     ratios = parse_ratios(ratios)
@@ -62,13 +60,13 @@ def assign_splits(records: list[ImageAnnotation], ratios=DEFAULT_RATIOS, seed: i
             groups[key].append(k)
     rng = random.Random(seed)
     chosen: dict[int, str] = {}
-    for key in sorted(groups):
+    dealt = [0, 0, 0]
+    for key in sorted(groups, key=lambda g: (freq[g] if g else float("inf"), g)):
         idx = sorted(groups[key], key=lambda k: str(records[k].image_path))
         rng.shuffle(idx)
-        counts = _cut(len(idx), ratios)
-        start = 0
-        for split, c in zip(SPLITS, counts):
-            for k in idx[start:start + c]:
-                chosen[k] = split
-            start += c
+        for k in idx:
+            total = sum(dealt) + 1
+            s = max(range(3), key=lambda j: (ratios[j] * total - dealt[j], -j))
+            dealt[s] += 1
+            chosen[k] = SPLITS[s]
     return [r if r.split is not None else r.replace(split=chosen[k]) for k, r in enumerate(records)]

@@ -73,8 +73,6 @@ def check_boxes(record: ImageAnnotation, label_map: LabelMap | None, box_policy:
             counts["dropped_boxes"] += 1
             continue
         clipped = _clip(b)
-        if clipped != b and outside:
-            counts["clipped_boxes"] += 1
         if clipped.ymax <= clipped.ymin or clipped.xmax <= clipped.xmin:
             if box_policy == "error" and not outside:
                 problems.append(Problem("degenerate_box", (
@@ -84,6 +82,7 @@ def check_boxes(record: ImageAnnotation, label_map: LabelMap | None, box_policy:
             else:
                 counts["dropped_boxes"] += 1
             continue
+        counts["clipped_boxes"] += clipped != b and outside
         kept.append(clipped)
     return record.replace(boxes=tuple(kept)), problems, counts
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from od import atomic
 from od.data.paths import resolve_under
 from od.data.records import ImageAnnotation, ObjectBox, ReadResult
 from od.errors import AnnotationError
@@ -38,16 +39,23 @@ def parse_xml(path: Path) -> etree._Element:
     if len(data) > _MAX_XML_BYTES:
         raise AnnotationError(f"{path}: annotation file is {len(data):,} bytes; refusing files "
                               f"over {_MAX_XML_BYTES:,} bytes.")
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise _dtd_error(path)
     try:
         tree = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as e:
         raise AnnotationError(f"{path}: not well-formed XML ({e}). Fix or remove the file.") \
             from None
-    if tree.getroottree().docinfo.internalDTD is not None or b"<!ENTITY" in data:
-        raise AnnotationError(f"{path}: XML with a DTD or entity declarations is refused (it can "
-                              "expand to gigabytes or read local files). Remove the <!DOCTYPE> "
-                              "block; VOC annotations never need one.")
+    docinfo = tree.getroottree().docinfo
+    if docinfo.internalDTD is not None or docinfo.doctype:  # e.g. a UTF-16 file
+        raise _dtd_error(path)
     return tree
+
+
+def _dtd_error(path: Path) -> AnnotationError:
+    return AnnotationError(f"{path}: XML with a DTD or entity declarations is refused (it can "
+                           "expand to gigabytes or read local files). Remove the <!DOCTYPE> "
+                           "block; VOC annotations never need one.")
 
 
 def _text(el, tag: str, path: Path, *, required: bool = True, default: str = "") -> str:
@@ -117,27 +125,130 @@ def read_file(xml_path: str | os.PathLike, images_dir: str | os.PathLike) -> Ima
     return ImageAnnotation(image_path, width, height, tuple(boxes), source=str(path))
 
 
+DEVKIT_SPLITS = {"train": "train", "val": "val", "test": "test"}
+"""``ImageSets/Main/<name>.txt`` → od split (class lists like ``cat_train.txt`` are ignored)."""
+
+
+def _devkit_root(ann_dir: Path) -> Path | None:
+    if (ann_dir / "Annotations").is_dir():
+        return ann_dir
+    if ann_dir.name == "Annotations" and (ann_dir.parent / "ImageSets" / "Main").is_dir():
+        return ann_dir.parent
+    return None
+
+
+def _devkit_splits(root: Path) -> dict[str, str]:
+    splits: dict[str, str] = {}
+    for name, split in DEVKIT_SPLITS.items():
+        f = root / "ImageSets" / "Main" / f"{name}.txt"
+        if f.is_file():
+            for line in f.read_text(encoding="utf-8").splitlines():
+                if line.split():
+                    splits[line.split()[0]] = split
+    return splits
+
+
 def read(annotations_dir: str | os.PathLike, images_dir: str | os.PathLike | None = None
          ) -> ReadResult:
     """Read every ``*.xml`` in ``annotations_dir`` (sorted by name, not recursive).
 
+    A VOC devkit (``annotations_dir`` holds ``Annotations/``, ``JPEGImages/`` and
+    ``ImageSets/Main/{train,val,test}.txt``, or is its ``Annotations/`` folder) is read with the
+    splits the ImageSets lists give (ids not listed: split by ratio later) and images from
+    ``JPEGImages/`` by default.
+
     Args:
-      annotations_dir: folder of VOC XML files.
-      images_dir: folder of images; defaults to ``annotations_dir``.
+      annotations_dir: folder of VOC XML files, or a devkit folder.
+      images_dir: folder of images; default: ``JPEGImages/`` of a devkit, else
+        ``annotations_dir``.
+    Returns:
+      ReadResult; boxes ``[ymin, xmin, ymax, xmax]`` normalised by each XML's ``<size>``.
     Raises:
       AnnotationError: the folder has no XML files, or a file is malformed (named in the message).
+      UnsafePathError: a ``<filename>`` escapes the images folder.
     """
     ann_dir = Path(annotations_dir)
     if not ann_dir.is_dir():
         raise AnnotationError(f"{ann_dir}: annotations folder not found.")
+    root = _devkit_root(ann_dir)
+    splits = {}
+    if root is not None:
+        ann_dir = root / "Annotations"
+        images_dir = images_dir or root / "JPEGImages"
+        splits = _devkit_splits(root)
     files = sorted(ann_dir.glob("*.xml"))
     if not files:
         raise AnnotationError(f"{ann_dir}: no .xml files found; is this the Pascal VOC "
                               "annotations folder (--annotations)?")
-    records = [read_file(f, images_dir or ann_dir) for f in files]
+    records = [read_file(f, images_dir or ann_dir).replace(split=splits.get(f.stem))
+               for f in files]
     names: list[str] = []
     for r in records:
         for label in r.labels:
             if label not in names:
                 names.append(label)
     return ReadResult(records, names)
+
+
+def image_folder(split: str) -> str:
+    """Folder (relative to the output) where ``write`` expects the images (the devkit's)."""
+    return "JPEGImages"
+
+
+def to_xml(record: ImageAnnotation, filename: str) -> bytes:
+    """One VOC XML document for ``record``; box corners in pixels, rounded to integers."""
+    E = etree.Element
+    root = E("annotation")
+
+    def sub(parent, tag, text):
+        el = etree.SubElement(parent, tag)
+        el.text = str(text)
+        return el
+
+    sub(root, "folder", "JPEGImages")
+    sub(root, "filename", filename)
+    size = etree.SubElement(root, "size")
+    sub(size, "width", record.width)
+    sub(size, "height", record.height)
+    sub(size, "depth", 3)
+    sub(root, "segmented", 0)
+    for b in record.boxes:
+        obj = etree.SubElement(root, "object")
+        sub(obj, "name", b.label)
+        sub(obj, "pose", "Unspecified")
+        sub(obj, "truncated", int(b.truncated))
+        sub(obj, "difficult", int(b.difficult))
+        bb = etree.SubElement(obj, "bndbox")
+        for tag, v, scale in (("xmin", b.xmin, record.width), ("ymin", b.ymin, record.height),
+                              ("xmax", b.xmax, record.width), ("ymax", b.ymax, record.height)):
+            sub(bb, tag, round(v * scale))
+    return etree.tostring(root, pretty_print=True, xml_declaration=False, encoding="utf-8")
+
+
+def write(records: list[ImageAnnotation], out_dir: str | os.PathLike, label_map=None
+          ) -> list[Path]:
+    """Write a VOC devkit: ``Annotations/<stem>.xml`` per image and
+    ``ImageSets/Main/{train,val,test}.txt``; images must already be in ``out_dir/JPEGImages``
+    (with distinct stems).
+
+    Args:
+      records: boxes normalised ``[ymin, xmin, ymax, xmax]``; ``split`` None is listed in none.
+      label_map: unused (classes are written by name); accepted for the writers table.
+    Returns:
+      the files written (each atomically). Read back with ``--format voc --annotations OUT``.
+    """
+    out_dir = Path(out_dir)
+    written = []
+    lists: dict[str, list[str]] = {s: [] for s in DEVKIT_SPLITS.values()}
+    for r in records:
+        rel = r.image_path.relative_to(out_dir / "JPEGImages").as_posix()
+        stem = Path(rel).stem
+        written.append(atomic.write_bytes(out_dir / "Annotations" / f"{stem}.xml",
+                                          to_xml(r, rel)))
+        if r.split:
+            lists[r.split].append(stem)
+    for split, stems in lists.items():
+        if stems:
+            written.append(atomic.write_text(out_dir / "ImageSets" / "Main" / f"{split}.txt",
+                                             "".join(f"{s}\n" for s in stems)))
+    return written

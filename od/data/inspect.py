@@ -1,0 +1,173 @@
+"""``od data inspect``: a JSON summary and PNG plots of a dataset, to look at before training.
+
+Input: a converted TFRecord folder (``od data convert`` output, or OD API ``*.record`` files), or
+any annotation source with its ``format`` (as ``od data convert`` takes it).
+
+Output folder (default ``DATA/inspect/`` for a folder, ``<name>_inspect/`` beside a file)::
+
+    summary.json          images/boxes per split and class, negatives, image sizes, box size and
+                          aspect-ratio percentiles (pixels), class balance
+    boxes_per_class.png   bar chart of boxes (and images) per class
+    box_sizes.png         histograms of box width and height in pixels, and sqrt(area fraction)
+    aspect_ratios.png     histogram of box width/height (log scale)
+    samples.png           a grid of sample images with their boxes and labels drawn
+
+Plots use matplotlib's Agg backend (no display needed); each file is written atomically.
+"""
+from __future__ import annotations
+
+import io
+import os
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from od import atomic
+from od.data.balance import class_balance
+from od.data.records import ImageAnnotation
+from od.errors import ImageError, OdError
+
+PLOTS = ("boxes_per_class.png", "box_sizes.png", "aspect_ratios.png", "samples.png")
+
+
+def _read(data: Path, format: str | None, images) -> list[ImageAnnotation]:
+    from od.data.convert import read_annotations
+    from od.data.tfrecord import record_files
+    if format is None:
+        try:
+            record_files(data)
+        except OdError:
+            raise OdError(f"{data}: no TFRecord files found; for an annotation source give its "
+                          "format (--format voc|coco|csv|automl).") from None
+        format = "tfrecord"
+    return read_annotations(data, format, images).records
+
+
+def _percentiles(values) -> dict:
+    if len(values) == 0:
+        return {}
+    q = np.percentile(np.asarray(values, dtype=np.float64), [0, 5, 25, 50, 75, 95, 100])
+    return dict(zip(("min", "p5", "p25", "median", "p75", "p95", "max"),
+                    (round(float(v), 3) for v in q)))
+
+
+def summarize(records: list[ImageAnnotation]) -> dict:
+    """The summary dict for ``records`` (boxes normalised; sizes reported in pixels)."""
+    widths, heights, aspects, rel = [], [], [], []
+    for r in records:
+        for b in r.boxes:
+            w, h = (b.xmax - b.xmin) * r.width, (b.ymax - b.ymin) * r.height
+            widths.append(w)
+            heights.append(h)
+            if w > 0 and h > 0:
+                aspects.append(w / h)
+                rel.append(float(np.sqrt(max(b.xmax - b.xmin, 0) * max(b.ymax - b.ymin, 0))))
+    splits = Counter(r.split or "unassigned" for r in records)
+    sizes = Counter(f"{r.width}x{r.height}" for r in records)
+    return {"images": len(records), "boxes": sum(len(r.boxes) for r in records),
+            "images_per_split": dict(splits), "class_balance": class_balance(records),
+            "image_sizes": dict(sizes.most_common(10)), "distinct_image_sizes": len(sizes),
+            "box_width_px": _percentiles(widths), "box_height_px": _percentiles(heights),
+            "box_aspect_w_over_h": _percentiles(aspects),
+            "box_sqrt_area_fraction": _percentiles(rel)}
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return atomic.write_bytes(path, buf.getvalue())
+
+
+def _plots(records: list[ImageAnnotation], out: Path, samples: int, seed: int) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from od.data.images import decode_rgb
+
+    written = []
+    bal = class_balance(records)["classes"]
+    names = sorted(bal, key=lambda c: -bal[c]["boxes"])
+    fig, ax = plt.subplots(figsize=(8, 1 + 0.35 * max(len(names), 1)))
+    y = np.arange(len(names))
+    ax.barh(y - 0.2, [bal[c]["boxes"] for c in names], 0.4, label="boxes")
+    ax.barh(y + 0.2, [bal[c]["images"] for c in names], 0.4, label="images")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_title("boxes and images per class")
+    ax.legend()
+    written.append(_save(fig, out / "boxes_per_class.png"))
+    plt.close(fig)
+
+    boxes = [(b, r) for r in records for b in r.boxes]
+    w = [(b.xmax - b.xmin) * r.width for b, r in boxes]
+    h = [(b.ymax - b.ymin) * r.height for b, r in boxes]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    for ax, vals, title in ((axes[0], w, "box width (px)"), (axes[1], h, "box height (px)"),
+                            (axes[2], [np.sqrt(max(b.xmax - b.xmin, 0) * max(b.ymax - b.ymin, 0))
+                                       for b, _ in boxes], "sqrt(box area / image area)")):
+        ax.hist(vals, bins=30)
+        ax.set_title(title)
+    written.append(_save(fig, out / "box_sizes.png"))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    aspects = [a / b for a, b in zip(w, h) if a > 0 and b > 0]
+    ax.hist(np.log2(aspects) if aspects else [], bins=30)
+    ax.set_xlabel("log2(width / height)")
+    ax.set_title("box aspect ratios")
+    written.append(_save(fig, out / "aspect_ratios.png"))
+    plt.close(fig)
+
+    picks = random.Random(seed).sample(records, min(samples, len(records)))
+    cols = max(1, int(np.ceil(np.sqrt(len(picks)))))
+    rows = max(1, int(np.ceil(len(picks) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, r in zip(axes.ravel(), picks):
+        try:
+            img = decode_rgb(r.image_path, r.image_data)
+        except ImageError:
+            ax.set_title(f"{r.image_path.name}\n(unreadable)", fontsize=7, color="red")
+            continue
+        img.thumbnail((400, 400))
+        ax.imshow(np.asarray(img), extent=(0, 1, 1, 0))
+        for b in r.boxes:
+            ax.add_patch(plt.Rectangle((b.xmin, b.ymin), b.xmax - b.xmin, b.ymax - b.ymin,
+                                       fill=False, color="lime", linewidth=1.2))
+            ax.text(b.xmin, b.ymin, b.label, fontsize=6, color="black", va="bottom",
+                    bbox={"facecolor": "lime", "pad": 0.5, "linewidth": 0})
+        ax.set_title(r.image_path.name[:30], fontsize=7)
+    written.append(_save(fig, out / "samples.png"))
+    plt.close(fig)
+    return written
+
+
+def inspect(data: str | os.PathLike, out: str | os.PathLike | None = None, *,
+            format: str | None = None, images=None, samples: int = 16, seed: int = 0) -> dict:
+    """Summarise a dataset and draw its plots.
+
+    Args:
+      data: a TFRecord folder/file/glob (``format`` None), or an annotation source.
+      out: output folder (see module doc for the default).
+      format: None for TFRecords, else a reader name (``voc``, ``coco``, ``csv``, ``automl``).
+      images: images folder for an annotation source.
+      samples: images in the sample grid; seed: which ones.
+    Returns:
+      the summary dict (also ``out/summary.json``), with ``plots``: the PNG paths written.
+    Raises:
+      OdError: no TFRecords where expected, the readers' errors.
+    """
+    data = Path(data)
+    records = _read(data, format, images)
+    if out is None:
+        out = data / "inspect" if data.is_dir() else data.with_name(data.stem + "_inspect")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(records)
+    summary["plots"] = [str(p) for p in _plots(records, out, samples, seed)]
+    atomic.write_json(out / "summary.json", summary)
+    return summary
