@@ -77,7 +77,7 @@ class TrainConfig:
     momentum: float = 0.9
     clipnorm: float = 10.0           # global gradient-norm clip; 0 = off
     l2_weight_decay: float = 4e-5
-    fine_tune_checkpoint: str = ""   # checkpoint dir, prefix or zoo name; '' = random init
+    fine_tune_checkpoint: str = ""   # checkpoint dir, prefix, tarball, file:// URL or zoo name; '' = random init
     fine_tune_checkpoint_type: str = "backbone"  # backbone, backbone_decoder or detector
     freeze_backbone: bool = False
     steps_per_loop: int = 10         # steps between progress/TensorBoard updates
@@ -123,6 +123,49 @@ _CHOICES = {
     "runtime.strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
     "runtime.mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
 }
+
+
+# ``model=<zoo name>``: the pipeline config whose model section fits each zoo checkpoint, and the
+# model overrides on top of it. Detector checkpoints restore backbone + FPN (the class head is
+# re-made for the new classes); backbone checkpoints restore the backbone only.
+ZOO_PRESETS = {
+    "retinanet_resnet50_fpn_coco": ("retinanet_resnet50_fpn_coco.yaml", {}),
+    "retinanet_spinenet49_coco": ("retinanet_spinenet49_coco.yaml", {}),
+    "retinanet_spinenet96_coco": ("retinanet_spinenet96_coco.yaml", {}),
+    "retinanet_spinenet143_coco": ("retinanet_spinenet143_coco.yaml", {}),
+    "retinanet_mobile_spinenet49_coco": ("retinanet_mobile_spinenet49_coco.yaml", {}),
+    "retinanet_mobilenetv2_coco": ("retinanet_mobilenetv2_coco.yaml", {}),
+    "mobilenetv2_imagenet": ("retinanet_mobilenetv2_fpn_256.yaml", {}),
+    "resnet50_imagenet": ("retinanet_resnet50_fpn_coco.yaml", {}),
+    "resnet101_imagenet": ("retinanet_resnet50_fpn_coco.yaml", {"backbone_id": "101"}),
+    "resnet152_imagenet": ("retinanet_resnet50_fpn_coco.yaml", {"backbone_id": "152"}),
+}
+
+
+def configs_dir() -> Path:
+    """``configs/`` of a source checkout, else the copy installed as package ``od.configs``."""
+    here = Path(__file__).resolve()
+    for base in (here.parents[1] / "configs", here.parent / "configs"):
+        if base.is_dir():
+            return base
+    raise ConfigError("cannot find the configs/ folder; reinstall od.")
+
+
+def apply_zoo_model(cfg: "PipelineConfig", name: str, where: str = "model=") -> "PipelineConfig":
+    """Take the architecture of zoo entry ``name`` and its checkpoint as fine_tune_checkpoint.
+
+    Raises:
+      ZooError: unknown zoo name (with the nearest names).
+    """
+    from od import zoo
+
+    entry = zoo.get(name)
+    file, model_overrides = ZOO_PRESETS[entry.name]
+    preset = _merge(PipelineConfig(), {"model": _read_yaml(configs_dir() / file)["model"]}, where)
+    model = replace(preset.model, **model_overrides)
+    kind = "detector" if entry.init == "detector" else "backbone"
+    return replace(cfg, model=model, train=replace(cfg.train, fine_tune_checkpoint=entry.name,
+                                                   fine_tune_checkpoint_type=kind))
 
 
 def _section_class(name: str):
@@ -257,7 +300,8 @@ def load(path: str | os.PathLike | None = None, extra=(), overrides=()) -> Pipel
     Args:
       path: base YAML (e.g. ``configs/retinanet_mobilenetv2_fpn_256.yaml``) or None for defaults.
       extra: more YAML files, each overriding the ones before.
-      overrides: ``'section.key=value'`` strings, applied last.
+      overrides: ``'section.key=value'`` strings, applied last; ``'model=<zoo name>'`` takes the
+        zoo entry's architecture and checkpoint (see ``ZOO_PRESETS``).
     Raises:
       ConfigError: unreadable/invalid YAML, unknown keys, wrong types, impossible values.
     """
@@ -266,6 +310,9 @@ def load(path: str | os.PathLike | None = None, extra=(), overrides=()) -> Pipel
         cfg = _merge(cfg, _read_yaml(Path(p)), str(p))
     for text in overrides:
         key, value = parse_override(text)
+        if key == "model":  # model=<zoo name>: architecture + checkpoint from the zoo
+            cfg = apply_zoo_model(cfg, value, f"override {text!r}")
+            continue
         cfg = set_key(cfg, key, value, f"override {text!r}")
     return _check(cfg, str(path or "config"))
 

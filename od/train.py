@@ -80,6 +80,13 @@ def _check_fine_tune_checkpoint(path: str) -> str:
 
     if not path:
         return ""
+    from od import download, zoo
+
+    if path.startswith(("http://", "https://", "gs://", "file://")) or \
+            path.endswith((".tar.gz", ".tgz", ".tar")) or \
+            (path in {e.name for e in zoo.ZOO} and not os.path.exists(path)):
+        # a zoo name, URL or tarball: the cached download (fetched once, checksummed, extracted)
+        return download.checkpoint_path(download.download(path))
     if tf.io.gfile.isdir(path):
         if not tf.train.latest_checkpoint(path) and not list(Path(path).glob("*.index")):
             raise CheckpointError(f"train.fine_tune_checkpoint: {path} holds no TensorFlow "

@@ -85,3 +85,46 @@ def test_resolve_takes_num_classes_from_label_map(tmp_path):
         config.resolve(config.load(overrides=[f"data.train={tmp_path}", "model.num_classes=5"]))
     with pytest.raises(ConfigError, match="no TFRecord shards match"):
         config.resolve(config.load(overrides=[f"data.train={tmp_path}/nothing-*.tfrecord"]))
+
+
+def test_model_equals_zoo_name_takes_architecture_and_checkpoint():
+    cfg = config.load(CONFIGS / "retinanet_mobilenetv2_fpn_256.yaml",
+                      overrides=["model=retinanet_spinenet49_coco", "train.steps=10"])
+    assert (cfg.model.backbone, cfg.model.backbone_id, cfg.model.decoder) == \
+        ("spinenet", "49", "identity")
+    assert cfg.model.input_size == 640
+    assert cfg.train.fine_tune_checkpoint == "retinanet_spinenet49_coco"
+    assert cfg.train.fine_tune_checkpoint_type == "detector" and cfg.train.steps == 10
+    cfg = config.load(overrides=["model=resnet101_imagenet"])
+    assert (cfg.model.backbone, cfg.model.backbone_id) == ("resnet", "101")
+    assert cfg.train.fine_tune_checkpoint_type == "backbone"
+
+
+def test_unknown_zoo_name_suggests():
+    from od.errors import ZooError
+    with pytest.raises(ZooError, match="retinanet_spinenet49_coco"):
+        config.load(overrides=["model=retinanet_spinenet_49"])
+
+
+def test_every_zoo_entry_has_a_preset():
+    from od import zoo
+    assert {e.name for e in zoo.ZOO} == set(config.ZOO_PRESETS)
+    for file, _ in config.ZOO_PRESETS.values():
+        assert (CONFIGS / file).is_file()
+
+
+def test_fine_tune_checkpoint_from_a_file_url_tarball(tmp_path, monkeypatch):
+    """A tarball given by file:// URL is extracted into the cache and its prefix is used."""
+    import tarfile
+
+    from od import train
+    from tests.conftest import SHARED
+    weights = SHARED / "weights" / "mobilenet_v2_1.0_imagenet"
+    if not weights.is_dir():
+        pytest.skip("../shared is not present")
+    tar = tmp_path / "mnv2.tar.gz"
+    with tarfile.open(tar, "w:gz") as t:
+        t.add(weights, arcname="mnv2")
+    monkeypatch.setenv("OD_CACHE_DIR", str(tmp_path / "cache"))
+    prefix = train._check_fine_tune_checkpoint(tar.as_uri())
+    assert prefix.endswith("mobilenet_v2_1.0_imagenet") and str(tmp_path / "cache") in prefix
