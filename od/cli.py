@@ -178,12 +178,66 @@ def _config_show(a) -> None:
     print(yaml.safe_dump(config.to_dict(config.load(base, extra, a.overrides)), sort_keys=False))
 
 
+# ---- od zoo ----------------------------------------------------------------------------------
+def _add_zoo_commands(sub) -> None:
+    zoo = sub.add_parser("zoo", help="pretrained checkpoints: list, select, download, benchmark")
+    zsub = zoo.add_subparsers(dest="zoo_command", required=True)
+    c = zsub.add_parser("list", help="the checkpoint table with published AP and measured speed")
+    c.add_argument("--speeds", help="speed JSON to show (default: $OD_ZOO_SPEEDS, then shipped)")
+    c.set_defaults(func=_zoo_list)
+    c = zsub.add_parser("select", help="best AP within a latency bound, or fastest above an AP")
+    c.add_argument("--max-latency-ms", type=float, help="ms per image on the measured machine")
+    c.add_argument("--min-ap", type=float, help="published COCO box AP, percent")
+    c.add_argument("--batch", type=int, default=1, help="batch size of the latency figure")
+    c.add_argument("--speeds", help="speed JSON to use (default: $OD_ZOO_SPEEDS, then shipped)")
+    c.set_defaults(func=_zoo_select)
+    c = zsub.add_parser("download", help="download, verify and unpack a checkpoint into the cache")
+    c.add_argument("name", help="zoo name, http(s)/gs/file URL, or local tarball/folder")
+    c.add_argument("--cache-dir", help="cache folder (default: $OD_CACHE_DIR or ~/.cache/od)")
+    c.add_argument("--sha256", help="expected SHA-256 of the archive (hex)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.set_defaults(func=_zoo_download)
+    c = zsub.add_parser("benchmark", help="measure detector latency/throughput on this machine")
+    c.add_argument("names", nargs="*", help="zoo detector names (default: all detectors)")
+    c.add_argument("--out", help="speed JSON to update (default: $OD_ZOO_SPEEDS, else the "
+                                 "package's zoo_speeds.json)")
+    c.add_argument("--repeats", type=int, help="timed calls per batch size (default: adaptive)")
+    c.add_argument("--input-size", type=int, help="override every input size (pixels)")
+    c.set_defaults(func=_zoo_benchmark)
+
+
+def _zoo_list(a) -> None:
+    from od import zoo
+    print(zoo.list_table(speeds=zoo.load_speeds([a.speeds]) if a.speeds else None))
+
+
+def _zoo_select(a) -> None:
+    from od import zoo
+    e = zoo.select(zoo.ZOO, max_latency_ms=a.max_latency_ms, min_ap=a.min_ap, batch=a.batch,
+                   speeds=zoo.load_speeds([a.speeds]) if a.speeds else None)
+    print(e.name)
+
+
+def _zoo_download(a) -> None:
+    from od.download import checkpoint_path, download
+    path = download(a.name, cache_dir=a.cache_dir, sha256=a.sha256, progress=not a.no_progress)
+    print(path)
+    print(f"checkpoint: {checkpoint_path(path)}", file=sys.stderr)
+
+
+def _zoo_benchmark(a) -> None:
+    from od import zoo_bench
+    records = zoo_bench.benchmark(a.names or None, repeats=a.repeats, input_size=a.input_size)
+    print(f"wrote {zoo_bench.write_speeds(records, a.out)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="od", description="Fine-tune, evaluate, export and run "
                                 "TensorFlow object detectors on your own labelled images.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     _add_model_commands(sub)
+    _add_zoo_commands(sub)
     return p
 
 

@@ -1,0 +1,357 @@
+"""The model zoo: Model Garden's published checkpoints as a table of frozen records.
+
+``ZOO`` lists the pretrained checkpoints Model Garden publishes that fit the detectors `od` builds
+(RetinaNet), with the published figures (COCO box AP on val2017, ImageNet top-1, params, GFLOPs)
+copied from the Model Garden docs named in each entry's ``source``. Speed is never copied: it is
+measured by :func:`od.zoo_bench.benchmark` and stored in ``od/zoo_speeds.json`` (figures shipped
+for a reference machine, labelled with it) or in a user file (``OD_ZOO_SPEEDS``).
+
+:func:`select` is a pure function of a table and speed records; :func:`list_table` renders both.
+Downloads live in :mod:`od.download`. Nothing here imports TensorFlow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from od.errors import ZooError
+
+MG = "https://storage.googleapis.com/tf_model_garden/vision/"
+_MG_DOC = "official/vision/MODEL_GARDEN.md"
+_QAT_DOC = "official/projects/qat/vision/README.md"
+
+#: The speed figures shipped with the package (measured on a reference machine).
+SHIPPED_SPEEDS = Path(__file__).with_name("zoo_speeds.json")
+#: Environment variable naming a user speed file; `od zoo benchmark` writes there when set.
+SPEEDS_ENV = "OD_ZOO_SPEEDS"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One published checkpoint.
+
+    ``input_size`` is in pixels (square), ``params_m`` in millions, ``gflops`` in GFLOPs per image
+    (None where the source publishes none), ``coco_ap`` is COCO val2017 box AP in percent (None for
+    backbone checkpoints), ``imagenet_top1`` ImageNet top-1 accuracy in percent (backbones only).
+    ``sha256`` is None when Model Garden publishes no checksum: :func:`od.download.download` then
+    verifies nothing but still records the hash it computed in the cache marker.
+    ``experiment`` is the Model Garden experiment whose config fits the checkpoint once
+    ``model_override`` (nested ``task.model`` settings, as ``(dotted.key, value)`` pairs) is applied
+    on top of it; ``init`` says what the checkpoint initialises ('detector' or 'backbone') and
+    ``init_checkpoint_modules`` is the matching Model Garden task setting ('all' or 'backbone').
+    """
+
+    name: str
+    architecture: str
+    backbone: str
+    input_size: int
+    coco_ap: float | None
+    imagenet_top1: float | None
+    params_m: float | None
+    gflops: float | None
+    url: str
+    sha256: str | None
+    experiment: str
+    init: str
+    init_checkpoint_modules: str
+    source: str
+    model_override: tuple[tuple[str, object], ...] = ()
+    note: str = ""
+
+    @property
+    def is_detector(self) -> bool:
+        """True when the checkpoint initialises a whole detector with a published COCO AP."""
+        return self.init == "detector" and self.coco_ap is not None
+
+    def model_params(self) -> dict:
+        """The ``task.model`` override (nested dict, input size included) for Model Garden's
+        ``ExperimentConfig.override({'task': {'model': ...}})``."""
+        out: dict = {"input_size": [self.input_size, self.input_size, 3]}
+        for key, value in self.model_override:
+            node = out
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        return out
+
+
+_SPINENET = (("norm_activation.activation", "swish"),)
+_MNV2 = (("backbone.type", "mobilenet"),
+         ("backbone.mobilenet.model_id", "MobileNetV2"),
+         ("backbone.mobilenet.filter_size_scale", 1.0),
+         ("decoder.type", "fpn"),
+         ("decoder.fpn.num_filters", 128),
+         ("decoder.fpn.use_separable_conv", True),
+         ("decoder.fpn.use_keras_layer", True),
+         ("head.num_convs", 4),
+         ("head.num_filters", 128),
+         ("head.use_separable_conv", True),
+         ("anchor.anchor_size", 3.0),
+         ("norm_activation.activation", "relu6"))
+
+ZOO: tuple[ZooEntry, ...] = (
+    ZooEntry("retinanet_resnet50_fpn_coco", "RetinaNet ResNet-50 FPN", "resnet:50", 640,
+             36.8, None, 34.0, 97.0, MG + "retinanet/retinanet-resnet50fpn.tar.gz", None,
+             "retinanet_resnetfpn_coco", "detector", "all", _MG_DOC,
+             note="72 epochs; the 12-epoch ImageNet-init run (34.3 AP) has no checkpoint"),
+    ZooEntry("retinanet_spinenet49_coco", "RetinaNet SpineNet-49", "spinenet:49", 640,
+             44.2, None, 28.5, 85.4, MG + "spinenet/spinenet-49-i640.tar.gz", None,
+             "retinanet_spinenet_coco", "detector", "all",
+             _MG_DOC + "; config retinanet/coco_spinenet49_tpu.yaml (beta path)",
+             (("backbone.spinenet.model_id", "49"), ("anchor.anchor_size", 3.0)) + _SPINENET,
+             note="trained from scratch, 500 epochs"),
+    ZooEntry("retinanet_spinenet96_coco", "RetinaNet SpineNet-96", "spinenet:96", 1024,
+             48.5, None, 43.0, 265.4, MG + "spinenet/spinenet-96-i1024.tar.gz", None,
+             "retinanet_spinenet_coco", "detector", "all",
+             _MG_DOC + "; config retinanet/coco_spinenet96_tpu.yaml (beta path)",
+             (("backbone.spinenet.model_id", "96"), ("anchor.anchor_size", 3.0)) + _SPINENET,
+             note="trained from scratch, 500 epochs"),
+    ZooEntry("retinanet_spinenet143_coco", "RetinaNet SpineNet-143", "spinenet:143", 1280,
+             50.0, None, 67.0, 524.0, MG + "spinenet/spinenet-143-i1280.tar.gz", None,
+             "retinanet_spinenet_coco", "detector", "all",
+             _MG_DOC + "; config retinanet/coco_spinenet143_tpu.yaml (beta path)",
+             (("backbone.spinenet.model_id", "143"), ("anchor.anchor_size", 4.0)) + _SPINENET,
+             note="trained from scratch, 500 epochs"),
+    ZooEntry("retinanet_mobile_spinenet49_coco", "RetinaNet Mobile SpineNet-49",
+             "spinenet_mobile:49", 384, 28.1, None, 2.32, 1.0,
+             MG + "retinanet/spinenet49mobile.tar.gz", None,
+             "retinanet_mobile_coco", "detector", "all",
+             _MG_DOC + "; config retinanet/coco_spinenet49_mobile_tpu.yaml",
+             (("backbone.spinenet_mobile.model_id", "49"),
+              ("backbone.spinenet_mobile.se_ratio", 0.2),
+              ("head.num_filters", 48), ("head.use_separable_conv", True),
+              ("anchor.anchor_size", 3.0), ("norm_activation.activation", "hard_swish")),
+             note="the yaml comment says 27.6 AP; MODEL_GARDEN.md says 28.1"),
+    ZooEntry("retinanet_mobilenetv2_coco", "RetinaNet MobileNetV2 FPN", "mobilenet:MobileNetV2",
+             256, 23.3, None, 2.27, None,
+             MG + "qat/mobilenetv2_ssd_coco/mobilenetv2_ssd_i256_ckpt.tar.gz",
+             None, "retinanet_mobile_coco", "detector", "all",
+             _QAT_DOC + "; config retinanet/coco_mobilenetv2_tpu.yaml (23.5 AP in its comment)",
+             _MNV2, note="the float checkpoint QAT starts from; not listed in MODEL_GARDEN.md"),
+    ZooEntry("resnet50_imagenet", "ResNet-50 (ImageNet)", "resnet:50", 224,
+             None, 77.1, None, None, MG + "resnet/resnet-50-i224.tar.gz", None,
+             "retinanet_resnetfpn_coco", "backbone", "backbone", _MG_DOC,
+             note="200 epochs; Model Garden's own RetinaNet default init is "
+                  "gs://cloud-tpu-checkpoints/vision-2.0/resnet50_imagenet/ckpt-28080"),
+    ZooEntry("resnet101_imagenet", "ResNet-101 (ImageNet)", "resnet:101", 224,
+             None, 78.3, None, None, MG + "resnet/resnet-101-i224.tar.gz", None,
+             "retinanet_resnetfpn_coco", "backbone", "backbone", _MG_DOC,
+             (("backbone.resnet.model_id", 101),)),
+    ZooEntry("resnet152_imagenet", "ResNet-152 (ImageNet)", "resnet:152", 224,
+             None, 78.7, None, None, MG + "resnet/resnet-152-i224.tar.gz", None,
+             "retinanet_resnetfpn_coco", "backbone", "backbone", _MG_DOC,
+             (("backbone.resnet.model_id", 152),)),
+    ZooEntry("mobilenetv2_imagenet", "MobileNetV2 1.0 (ImageNet)", "mobilenet:MobileNetV2", 224,
+             None, 72.78, None, None,
+             "gs://tf_model_garden/vision/mobilenet/v2_1.0_float/ckpt-180648", None,
+             "retinanet_mobile_coco", "backbone", "backbone",
+             "docs/vision/instance_segmentation.ipynb; top-1 from " + _QAT_DOC, _MNV2,
+             note="a checkpoint prefix, not a tarball; offline stand-in: "
+                  "../shared/weights/mobilenet_v2_1.0_imagenet"),
+)
+
+
+def get(name: str, table: Sequence[ZooEntry] = ZOO) -> ZooEntry:
+    """The entry called ``name``. Raises ZooError naming the nearest names when there is none."""
+    for e in table:
+        if e.name == name:
+            return e
+    names = [e.name for e in table]
+    near = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
+    hint = f"did you mean {', '.join(near)}? " if near else ""
+    raise ZooError(f"no zoo entry named {name!r}; {hint}`od zoo list` shows all "
+                   f"{len(names)}: {', '.join(names)}")
+
+
+# ---- speeds ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SpeedRecord:
+    """One measured speed: entry ``name`` at ``input_size`` pixels, ``batch`` images per call.
+
+    ``latency_ms`` is the median wall time of one call (ms) divided by ``batch``, i.e. ms per
+    image; ``images_per_s`` is ``batch`` / median call time. Both are None, with the reason in
+    ``note``, when the model could not be measured. ``machine`` labels where it was measured.
+    """
+
+    name: str
+    machine: str
+    batch: int
+    input_size: int
+    latency_ms: float | None
+    images_per_s: float | None
+    repeats: int
+    date: str
+    note: str = ""
+
+    @property
+    def measured(self) -> bool:
+        return self.latency_ms is not None
+
+
+def read_speeds(path: str | os.PathLike) -> list[SpeedRecord]:
+    """Records from one speed JSON file (``{"machines": {label: {"date", "records": [...]}}}``).
+
+    Raises ZooError when the file is unreadable or malformed; a missing file gives [].
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        out = []
+        for machine, m in doc["machines"].items():
+            for r in m["records"]:
+                out.append(SpeedRecord(machine=machine, date=r.get("date", m.get("date", "")),
+                                       **{k: v for k, v in r.items() if k != "date"}))
+        return out
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ZooError(f"speed file {path} is unreadable or malformed ({e}); delete it and run "
+                       f"`od zoo benchmark --out {path}` again") from e
+
+
+def load_speeds(paths: Iterable[str | os.PathLike] | None = None) -> list[SpeedRecord]:
+    """All records of ``paths`` (default: the user file named by ``OD_ZOO_SPEEDS``, then the
+    shipped reference file). For each (name, batch) the first file wins, and within a file the
+    newest date. Raises ZooError on a malformed file."""
+    if paths is None:
+        paths = [p for p in (os.environ.get(SPEEDS_ENV), SHIPPED_SPEEDS) if p]
+    best: dict[tuple[str, int], SpeedRecord] = {}
+    for path in paths:
+        found: dict[tuple[str, int], SpeedRecord] = {}
+        for r in read_speeds(path):
+            k = (r.name, r.batch)
+            if k not in found or (r.measured, r.date) > (found[k].measured, found[k].date):
+                found[k] = r
+        for k, r in found.items():
+            best.setdefault(k, r)
+    return list(best.values())
+
+
+def _speed_index(speeds: Iterable[SpeedRecord], batch: int) -> dict[str, SpeedRecord]:
+    return {r.name: r for r in speeds if r.batch == batch and r.measured}
+
+
+# ---- selection ---------------------------------------------------------------------------------
+def _fmt(e: ZooEntry, s: SpeedRecord | None) -> str:
+    speed = f"{s.latency_ms:.1f} ms/image at batch {s.batch}" if s else "speed not measured"
+    return f"{e.name} ({e.coco_ap} AP, {speed})"
+
+
+def select(table: Sequence[ZooEntry] = ZOO, *, max_latency_ms: float | None = None,
+           min_ap: float | None = None, speeds: Iterable[SpeedRecord] | None = None,
+           batch: int = 1) -> ZooEntry:
+    """Choose a detector from ``table`` by measured speed and published COCO AP.
+
+    With ``max_latency_ms`` (ms per image at ``batch``): the best AP among detectors measured at
+    or under the bound (and with AP >= ``min_ap`` when given); ties go to the faster, then to the
+    name. With only ``min_ap`` (COCO AP, percent): the fastest detector with AP >= ``min_ap``;
+    ties go to the higher AP. Only detector entries count (backbones have no AP), and entries
+    without a measured speed in ``speeds`` are left out (the error says which). ``speeds`` defaults
+    to :func:`load_speeds` (user figures, then the shipped reference figures); otherwise the
+    result depends on the arguments only.
+
+    Raises ZooError when no bound is given, a bound is negative, or nothing fits (naming the
+    closest candidates and their figures).
+    """
+    if max_latency_ms is None and min_ap is None:
+        raise ZooError("give a bound: max_latency_ms (e.g. 40) and/or min_ap (e.g. 25)")
+    for label, v in (("max_latency_ms", max_latency_ms), ("min_ap", min_ap)):
+        if v is not None and not v >= 0:
+            raise ZooError(f"{label} must be a number >= 0, got {v!r}")
+    speeds = load_speeds() if speeds is None else list(speeds)
+    by_name = _speed_index(speeds, batch)
+    detectors = [e for e in table if e.is_detector]
+    if not detectors:
+        raise ZooError("the zoo table has no detector entries with a published COCO AP")
+    measured = [e for e in detectors if e.name in by_name]
+    unmeasured = [e.name for e in detectors if e.name not in by_name]
+    skipped = (f" Left out for want of a measured speed at batch {batch}: "
+               f"{', '.join(unmeasured)} (run `od zoo benchmark`)." if unmeasured else "")
+    ms = lambda e: by_name[e.name].latency_ms  # noqa: E731
+    ap_ok = [e for e in measured if min_ap is None or e.coco_ap >= min_ap]
+
+    if max_latency_ms is not None:
+        fits = [e for e in ap_ok if ms(e) <= max_latency_ms]
+        if fits:
+            return min(fits, key=lambda e: (-e.coco_ap, ms(e), e.name))
+        if not measured:
+            raise ZooError(f"no detector has a measured speed at batch {batch}, so none can be "
+                           f"chosen by latency.{skipped}")
+        hints = []
+        if ap_ok:
+            f = min(ap_ok, key=lambda e: (ms(e), -e.coco_ap))
+            hints.append(f"the fastest{' with AP >= %g' % min_ap if min_ap is not None else ''}"
+                         f" is {_fmt(f, by_name[f.name])}")
+        fast = [e for e in measured if ms(e) <= max_latency_ms]
+        if fast and min_ap is not None:
+            b = max(fast, key=lambda e: (e.coco_ap, -ms(e)))
+            hints.append(f"the best AP within {max_latency_ms:g} ms is {_fmt(b, by_name[b.name])}")
+        want = f"at most {max_latency_ms:g} ms/image" + (
+            f" and AP >= {min_ap:g}" if min_ap is not None else "")
+        raise ZooError(f"no detector fits {want} at batch {batch}: {'; '.join(hints)}. Raise "
+                       f"the latency bound{' or lower min_ap' if min_ap is not None else ''}."
+                       f"{skipped}")
+
+    above = [e for e in detectors if e.coco_ap >= min_ap]
+    if not above:
+        b = max(detectors, key=lambda e: e.coco_ap)
+        raise ZooError(f"no detector has COCO AP >= {min_ap:g}: the best is "
+                       f"{_fmt(b, by_name.get(b.name))}. Lower min_ap.")
+    if not ap_ok:
+        raise ZooError(f"detectors with AP >= {min_ap:g} exist "
+                       f"({', '.join(e.name for e in above)}) but none has a measured speed at "
+                       f"batch {batch}, so the fastest is unknown.{skipped}")
+    return min(ap_ok, key=lambda e: (ms(e), -e.coco_ap, e.name))
+
+
+# ---- the table ---------------------------------------------------------------------------------
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def list_table(table: Sequence[ZooEntry] = ZOO,
+               speeds: Iterable[SpeedRecord] | None = None) -> str:
+    """A plain-text table: name, kind, input (pixels), COCO AP (%, or ImageNet top-1 for
+    backbones, marked 'top1'), params (M), GFLOPs, latency (ms/image, batch 1), throughput
+    (images/s, batch 8), and the machine the speed was measured on. ``speeds`` defaults to
+    :func:`load_speeds`. Raises ZooError on a malformed speed file."""
+    speeds = load_speeds() if speeds is None else list(speeds)
+    b1 = {r.name: r for r in speeds if r.batch == 1}
+    b8 = {r.name: r for r in speeds if r.batch == 8}
+    head = ("name", "kind", "input", "COCO AP", "params M", "GFLOPs", "ms (b1)", "img/s (b8)",
+            "measured on")
+    rows = [head]
+    for e in table:
+        s1, s8 = b1.get(e.name), b8.get(e.name)
+        ap = _num(e.coco_ap, ".1f") if e.coco_ap is not None else (
+            f"{e.imagenet_top1:.1f} top1" if e.imagenet_top1 is not None else "-")
+        lat = _num(s1.latency_ms, ".1f") if s1 and s1.measured else (
+            "n/a" if s1 else "-")
+        ips = _num(s8.images_per_s, ".2f") if s8 and s8.measured else ("n/a" if s8 else "-")
+        where = (s1 or s8).machine if (s1 or s8) else ""
+        rows.append((e.name, e.init, str(e.input_size), ap, _num(e.params_m, "g"),
+                     _num(e.gflops, "g"), lat, ips, where))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    right = {2, 3, 4, 5, 6, 7}
+    lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w)
+                       for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = sorted({f"{r.name}: {r.note}" for r in speeds if not r.measured and r.note})
+    if notes:
+        lines += ["", "not measured (n/a):"] + [f"  {n}" for n in notes]
+    lines += ["", "AP: COCO val2017 box AP published by Model Garden; speed: measured by "
+                  "`od zoo benchmark` (random weights, inference incl. NMS, float32)."]
+    return "\n".join(lines)
+
+
+def to_dict(entry: ZooEntry) -> dict:
+    """``entry`` as a JSON-ready dict (the override pairs as a nested dict)."""
+    d = dataclasses.asdict(entry)
+    d["model_override"] = entry.model_params()
+    return d
