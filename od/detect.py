@@ -32,22 +32,15 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to uint8 RGB [H, W, 3], upright (EXIF orientation applied).
+    """Decode an image file to uint8 RGB [H, W, 3] as training sees it (``od.data.images.decode_rgb``:
+    EXIF orientation applied, transparency composited on black).
 
     Raises:
-      ImageError: missing, undecodable, or larger than the decompression-bomb limit.
+      ImageError: missing, undecodable, truncated, or larger than the decompression-bomb limit.
     """
-    from PIL import ImageOps
+    from od.data.images import decode_rgb
 
-    from od.data.images import _open, read_bytes
-
-    path = Path(path)
-    img = _open(path, read_bytes(path))
-    try:
-        img = ImageOps.exif_transpose(img).convert("RGB")
-    except (OSError, ValueError) as e:
-        raise ImageError(f"{path}: image data is truncated or corrupt ({e}).") from None
-    return np.asarray(img)
+    return np.asarray(decode_rgb(path))
 
 
 class Detector:

@@ -20,7 +20,9 @@ from od.detections import Detections, GroundTruth
 from od.errors import OdError
 
 
-def _decode(encoded: bytes) -> np.ndarray:
+def decode_image(encoded: bytes) -> np.ndarray:
+    """Decode ``image/encoded`` bytes as training does (``tf.io.decode_image``, 3 channels):
+    uint8 RGB [H, W, 3]."""
     import tensorflow as tf
     return tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
 
@@ -46,7 +48,7 @@ def run_on_records(predictor, pattern: str, max_images: int = 0, progress: bool 
         examples = examples[:max_images]
     gts, dets = [], {}
     for k, ex in enumerate(tqdm(examples, desc="evaluate", unit="img", disable=not progress)):
-        image = _decode(ex.encoded)
+        image = decode_image(ex.encoded)
         h, w = image.shape[:2]
         r = ex.record
         gts.append(GroundTruth.make(k + 1, r.width or w, r.height or h,

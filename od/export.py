@@ -39,13 +39,14 @@ def _sample_image(cfg) -> np.ndarray:
 
     from od.config import data_folder
     from od.data import tfrecord
+    from od.evaluate import decode_image
 
     folder = data_folder(cfg)
     for pattern in (os.path.join(folder, "test-*.tfrecord"), cfg.data.val, cfg.data.train):
         if pattern and tf.io.gfile.glob(pattern):
             raw = next(iter(tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)[:1])))
             ex = tfrecord.parse_example(raw.numpy())
-            return tf.io.decode_image(ex.encoded, channels=3, expand_animations=False).numpy()
+            return decode_image(ex.encoded)
     rng = np.random.default_rng(0)
     return rng.integers(0, 255, (cfg.model.input_size, cfg.model.input_size, 3), np.uint8)
 

@@ -17,12 +17,13 @@ CONFIG = "quickstart_shapes_128.yaml"
 
 
 def config_path() -> Path:
-    """The quickstart pipeline config: ``configs/`` of a source checkout, else the packaged copy."""
-    for base in (Path(__file__).resolve().parents[1] / "configs",
-                 Path(__file__).resolve().parent / "configs"):
-        if (base / CONFIG).is_file():
-            return base / CONFIG
-    raise OdError(f"cannot find {CONFIG}; reinstall od.")
+    """The quickstart pipeline config, from ``od.config.configs_dir()``."""
+    from od.config import configs_dir
+
+    path = configs_dir() / CONFIG
+    if not path.is_file():
+        raise OdError(f"cannot find {path}; reinstall od.")
+    return path
 
 
 def run(workdir: str | os.PathLike = "od-quickstart", *, num_images: int = 400,

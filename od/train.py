@@ -139,6 +139,8 @@ class _PeriodicEval:
         self.predictor = None
 
     def __call__(self, output) -> None:
+        import tensorflow as tf
+
         from od import evaluate
         from od.model import Predictor
 
@@ -154,17 +156,12 @@ class _PeriodicEval:
         with self.writer.as_default():
             for k in ("AP", "AP50", "AP75"):
                 if metrics[k] is not None:
-                    tf_summary_scalar(k, metrics[k], step)
+                    tf.summary.scalar(k, metrics[k], step=step)
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / "history.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         print(f"\n[eval @ step {step}] AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}  "
               f"AP75 {row['AP75']:.3f}", flush=True)
-
-
-def tf_summary_scalar(name: str, value: float, step: int) -> None:
-    import tensorflow as tf
-    tf.summary.scalar(name, value, step=step)
 
 
 def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), overrides=(),
