@@ -50,6 +50,7 @@ class ModelConfig:
     max_detections: int = 100        # boxes per image after NMS
     nms_iou_threshold: float = 0.5   # IoU above which NMS suppresses a box
     score_threshold: float = 0.05    # boxes below this score are dropped before NMS
+    nms_version: str = "batched"     # Model Garden NMS: batched (per-class, fast on CPU/GPU), v1, v2, v3
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class TrainConfig:
     clipnorm: float = 10.0           # global gradient-norm clip; 0 = off
     l2_weight_decay: float = 4e-5
     fine_tune_checkpoint: str = ""   # checkpoint dir, prefix, tarball, file:// URL or zoo name; '' = random init
-    fine_tune_checkpoint_type: str = "backbone"  # backbone, backbone_decoder or detector
+    fine_tune_checkpoint_type: str = "backbone"  # backbone, detector or full (see FINE_TUNE_MODULES)
     freeze_backbone: bool = False
     steps_per_loop: int = 10         # steps between progress/TensorBoard updates
     checkpoint_every: int = 100      # steps; a multiple of steps_per_loop
@@ -119,11 +120,19 @@ SECTIONS = {f.name: f.type for f in fields(PipelineConfig)}
 _CHOICES = {
     "model.backbone": ("mobilenet", "resnet", "spinenet", "spinenet_mobile"),
     "model.decoder": ("fpn", "identity"),
-    "train.fine_tune_checkpoint_type": ("backbone", "backbone_decoder", "detector"),
+    "model.nms_version": ("batched", "v1", "v2", "v3"),
+    "train.fine_tune_checkpoint_type": ("backbone", "detector", "full"),
     "runtime.strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
     "runtime.mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
 }
 
+
+#: What each ``train.fine_tune_checkpoint_type`` restores (Model Garden ``init_checkpoint_modules``):
+#: ``backbone`` an ImageNet (or any) backbone; ``detector`` backbone + FPN of a detector, with the
+#: box and class head made anew for the label map's classes; ``full`` the whole detector, head
+#: included, which needs a checkpoint trained on the same label map (e.g. more training on new
+#: images of the same classes).
+FINE_TUNE_MODULES = {"backbone": "backbone", "detector": ["backbone", "decoder"], "full": "all"}
 
 # ``model=<zoo name>``: the pipeline config whose model section fits each zoo checkpoint, and the
 # model overrides on top of it. Detector checkpoints restore backbone + FPN (the class head is
@@ -415,8 +424,7 @@ def to_experiment(cfg: PipelineConfig):
     decoder = (decoders.Decoder(type="fpn", fpn=decoders.FPN(
         num_filters=m.fpn_filters, use_separable_conv=m.separable_conv))
         if m.decoder == "fpn" else decoders.Decoder(type="identity", identity=decoders.Identity()))
-    modules = {"backbone": "backbone", "backbone_decoder": ["backbone", "decoder"],
-               "detector": ["backbone", "decoder"]}[t.fine_tune_checkpoint_type]
+    modules = FINE_TUNE_MODULES[t.fine_tune_checkpoint_type]
     model = rn.RetinaNet(
         num_classes=m.num_classes, input_size=[m.input_size, m.input_size, 3],
         min_level=m.min_level, max_level=m.max_level,
@@ -427,7 +435,7 @@ def to_experiment(cfg: PipelineConfig):
                               use_separable_conv=m.separable_conv),
         detection_generator=rn.DetectionGenerator(
             max_num_detections=m.max_detections, nms_iou_threshold=m.nms_iou_threshold,
-            pre_nms_score_threshold=m.score_threshold),
+            pre_nms_score_threshold=m.score_threshold, nms_version=m.nms_version),
         norm_activation=common.NormActivation(activation=m.activation, use_sync_bn=False))
     dtype = {"float32": "float32", "mixed_float16": "float16",
              "mixed_bfloat16": "bfloat16"}[cfg.runtime.mixed_precision]

@@ -9,6 +9,7 @@ aspect ratio), runs NMS and maps boxes back to the input image, normalised.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +17,20 @@ import numpy as np
 from od import config as config_lib
 from od import label_map as label_map_lib
 from od.detections import Detections
-from od.errors import CheckpointError, ConfigError
+from od.errors import CheckpointError, ConfigError, LabelMapError
 
 PIPELINE_FILE = "pipeline.yaml"
 
 
 def load_run(model_dir: str | os.PathLike):
-    """Read ``RUN/pipeline.yaml`` and the label map it names.
+    """Read ``RUN/pipeline.yaml`` and the label map it names, and check they fit the checkpoint.
 
     Returns:
       (PipelineConfig, LabelMap).
     Raises:
       ConfigError: no pipeline.yaml (not a run folder written by ``od train``).
+      LabelMapError: the label map's ids need another ``num_classes`` than pipeline.yaml, or than
+        the class head of the newest checkpoint.
     """
     path = Path(model_dir) / PIPELINE_FILE
     if not path.is_file():
@@ -35,8 +38,88 @@ def load_run(model_dir: str | os.PathLike):
                           "`od train --model-dir ...`?")
     cfg = config_lib.load(path)
     lm_copy = Path(model_dir) / "label_map.pbtxt"
-    lm = label_map_lib.read(lm_copy if lm_copy.is_file() else cfg.data.label_map)
+    lm_path = lm_copy if lm_copy.is_file() else Path(cfg.data.label_map)
+    lm = label_map_lib.read(lm_path)
+    fix = (f"Put back the label map the run was trained with as {lm_copy}, or train a new run "
+           "for this label map (fine_tune_checkpoint_type=detector keeps backbone and FPN).")
+    if cfg.model.num_classes and cfg.model.num_classes != lm.max_id + 1:
+        raise LabelMapError(f"{lm_path}: ids up to {lm.max_id} need num_classes {lm.max_id + 1}, "
+                            f"but {path} was trained with num_classes {cfg.model.num_classes}. "
+                            + fix)
+    import tensorflow as tf
+
+    ckpt = tf.train.latest_checkpoint(str(model_dir))
+    if ckpt:
+        check_head(inspect_checkpoint(ckpt), lm, lm_path, fix)
     return cfg, lm
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a RetinaNet checkpoint holds, read from its index (no weights are loaded).
+
+    ``modules``: the top-level parts with variables, of ``backbone``, ``decoder``, ``head``
+    (Model Garden's trainer saves them as top-level objects; an ImageNet backbone checkpoint holds
+    only ``backbone``). ``num_classes``: classes of the class head including background (label-map
+    ids up to ``num_classes - 1``), None without a head. ``label_map``: the ``label_map.pbtxt``
+    beside the checkpoint (od run folders), if any.
+    """
+
+    prefix: str
+    modules: frozenset
+    num_classes: int | None
+    label_map: str | None
+
+
+def inspect_checkpoint(prefix: str) -> CheckpointInfo:
+    """Read a checkpoint's index: its top-level parts and its class-head size.
+
+    The class head's last conv has ``num_classes * A`` outputs and the box head's ``4 * A``
+    (A anchors per location), so ``num_classes = 4 * classifier_bias / box_regressor_bias``.
+    Raises:
+      CheckpointError: not a readable TensorFlow checkpoint.
+    """
+    import tensorflow as tf
+
+    try:
+        variables = dict(tf.train.list_variables(prefix))
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointError(f"{prefix}: not a readable TensorFlow checkpoint ({e}).") from None
+    modules = frozenset(n.split("/")[0] for n in variables) & {"backbone", "decoder", "head"}
+    suffix = "/bias/.ATTRIBUTES/VARIABLE_VALUE"
+    cls = [s for n, s in variables.items() if n.endswith("_classifier" + suffix)]
+    box = [s for n, s in variables.items() if n.endswith("_box_regressor" + suffix)]
+    num_classes = 4 * cls[0][0] // box[0][0] if cls and box and box[0][0] else None
+    lm = Path(prefix).parent / "label_map.pbtxt"
+    return CheckpointInfo(prefix, modules, num_classes, str(lm) if lm.is_file() else None)
+
+
+def check_head(info: CheckpointInfo, label_map, label_map_path, fix: str) -> None:
+    """Raise LabelMapError when a checkpoint's class head does not fit ``label_map``.
+
+    It fits when its ``num_classes`` equals the label map's max id + 1 and, where the checkpoint
+    has its own ``label_map.pbtxt`` beside it, when both map the same ids to the same names.
+    ``fix`` ends the message. A checkpoint without a head always fits.
+    """
+    if info.num_classes is None:
+        return
+    needed = label_map.max_id + 1
+    if info.num_classes != needed:
+        raise LabelMapError(
+            f"{label_map_path} has ids up to {label_map.max_id} ({needed} classes with "
+            f"background), but the class head of checkpoint {info.prefix} predicts "
+            f"{info.num_classes} (ids up to {info.num_classes - 1}). {fix}")
+    if info.label_map and Path(info.label_map).resolve() != Path(label_map_path).resolve():
+        theirs = label_map_lib.read(info.label_map)
+        ours_names = {i.id: i.name for i in label_map.items}
+        their_names = {i.id: i.name for i in theirs.items}
+        if ours_names != their_names:
+            diff = sorted(f"id {k}: {their_names.get(k)!r} → {ours_names.get(k)!r}"
+                          for k in set(ours_names) | set(their_names)
+                          if ours_names.get(k) != their_names.get(k))
+            raise LabelMapError(
+                f"{label_map_path} names other classes than the label map {info.label_map} "
+                f"that checkpoint {info.prefix} was trained with ({'; '.join(diff[:5])}). {fix}")
 
 
 def latest_checkpoint(model_dir: str | os.PathLike) -> str:

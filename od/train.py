@@ -31,7 +31,12 @@ from od import atomic  # noqa: E402
 from od import config as config_lib  # noqa: E402
 from od import label_map as label_map_lib  # noqa: E402
 from od.errors import CheckpointError, ConfigError  # noqa: E402
+from od import model as model_lib  # noqa: E402
 from od.model import PIPELINE_FILE  # noqa: E402
+
+#: The checkpoint parts each ``train.fine_tune_checkpoint_type`` restores (config.FINE_TUNE_MODULES).
+_NEEDS = {"backbone": {"backbone"}, "detector": {"backbone", "decoder"},
+          "full": {"backbone", "decoder", "head"}}
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,35 @@ def _check_fine_tune_checkpoint(path: str) -> str:
                               "folder nor a checkpoint prefix (PREFIX.index). Give the folder, "
                               "e.g. ../shared/weights/mobilenet_v2_1.0_imagenet.")
     return path
+
+
+def _check_init_checkpoint(ckpt: str, cfg: config_lib.PipelineConfig, lm) -> None:
+    """Before a fresh run: the checkpoint has the parts its type restores, and for ``full`` a
+    class head that fits the label map. Raises CheckpointError / LabelMapError."""
+    info = model_lib.inspect_checkpoint(ckpt)
+    kind = cfg.train.fine_tune_checkpoint_type
+    need = set(_NEEDS[kind]) - ({"decoder"} if cfg.model.decoder == "identity" else set())
+    missing = need - info.modules
+    if missing:
+        has = ", ".join(sorted(info.modules)) or "none of backbone, decoder, head"
+        hint = ("It is a backbone-only checkpoint (e.g. ImageNet): set "
+                "train.fine_tune_checkpoint_type=backbone." if info.modules == {"backbone"} else
+                "Set train.fine_tune_checkpoint_type to one its parts allow (backbone, detector).")
+        raise CheckpointError(f"train.fine_tune_checkpoint {ckpt}: fine_tune_checkpoint_type="
+                              f"{kind} restores {', '.join(sorted(need))}, but the checkpoint "
+                              f"has no {', '.join(sorted(missing))} (it holds: {has}). {hint}")
+    if kind == "full":
+        model_lib.check_head(info, lm, cfg.data.label_map,
+                             "To train on your classes from this checkpoint, set "
+                             "train.fine_tune_checkpoint_type=detector: it restores backbone and "
+                             "FPN and makes a new head for your label map.")
+
+
+def _is_restore_error(e: Exception) -> bool:
+    text = str(e)
+    return isinstance(e, AssertionError) or any(
+        s in text for s in ("incompatible tensor", "Unresolved object", "when attempting to "
+                            "restore", "checkpoint"))
 
 
 class _Progress:
@@ -178,7 +212,10 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
       TrainResult with the final global step, wall seconds, last losses and evaluations.
     Raises:
       ConfigError: invalid config, missing data/label map, a run folder of another model.
-      CheckpointError: the fine-tune checkpoint is missing or does not fit the backbone.
+      CheckpointError: the fine-tune checkpoint is missing, lacks the parts
+        ``fine_tune_checkpoint_type`` restores, or does not fit the model.
+      LabelMapError: ``fine_tune_checkpoint_type=full`` with a checkpoint whose class head was
+        trained for another label map.
     """
     import tensorflow as tf
     from official.core import task_factory, train_lib
@@ -198,6 +235,8 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
     ckpt = _check_fine_tune_checkpoint(cfg.train.fine_tune_checkpoint)
     cfg = replace(cfg, train=replace(cfg.train, fine_tune_checkpoint=ckpt))
     _check_resume(cfg, model_dir)
+    if ckpt and not tf.train.latest_checkpoint(str(model_dir)):
+        _check_init_checkpoint(ckpt, cfg, lm)
     if cfg.train.eval_every and not cfg.data.val:
         raise ConfigError("train.eval_every is set but there is no validation data: set data.val "
                           "or convert the data with a val split.")
@@ -224,11 +263,17 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
         train_lib.run_experiment(distribution_strategy=strategy, task=task, mode="train",
                                  params=params, model_dir=str(model_dir), trainer=trainer,
                                  train_actions=actions)
-    except AssertionError as e:  # Model Garden asserts that the init checkpoint matched
-        raise CheckpointError(f"train.fine_tune_checkpoint {ckpt!r} does not fit the "
-                              f"{cfg.model.backbone} {cfg.model.backbone_id} backbone ({e}). "
-                              "Use a checkpoint of the same backbone, or set "
-                              "train.fine_tune_checkpoint_type.") from None
+    except (AssertionError, ValueError) as e:  # Model Garden restores the init checkpoint
+        if not (ckpt and _is_restore_error(e)):
+            raise
+        kind = cfg.train.fine_tune_checkpoint_type
+        parts = ", ".join(sorted(_NEEDS[kind]))
+        raise CheckpointError(f"train.fine_tune_checkpoint {ckpt!r}: its {parts} do not fit "
+                              f"this model ({cfg.model.backbone} {cfg.model.backbone_id}, "
+                              f"{cfg.model.decoder} decoder): {str(e)[:300]}. Use a checkpoint "
+                              "of the same architecture (the model.* settings it was trained "
+                              "with), or restore less (train.fine_tune_checkpoint_type=backbone)."
+                              ) from None
     finally:
         bar.bar.close()
     result = TrainResult(model_dir, int(trainer.global_step.numpy()), time.time() - start,

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from od import detect, evaluate, export, synthetic, train
+from od import label_map as label_map_lib
+from od import model as model_lib
 from od.data.convert import convert
-from od.errors import CheckpointError, ConfigError
-from tests.conftest import CONFIGS
+from od.errors import CheckpointError, ConfigError, LabelMapError
+from tests.conftest import CONFIGS, SHARED, needs_shared
 
 TINY = ["model.input_size=64", "model.fpn_filters=16", "model.head_filters=16",
         "model.head_convs=1", "train.batch_size=4", "train.steps=4", "train.steps_per_loop=2",
@@ -91,3 +93,121 @@ def test_evaluate_export_detect(trained):
     assert (root / "det" / "detections.csv").read_text().startswith(
         "filename,width,height,class,xmin,ymin,xmax,ymax,score")
     assert len(list((root / "det" / "voc").glob("*.xml"))) == 24
+
+
+# ---- fine-tuning from a whole-detector checkpoint ---------------------------------------------
+FROZEN = ["train.steps=2", "train.learning_rate=0", "train.warmup_learning_rate=0",
+          "train.l2_weight_decay=0", "train.checkpoint_every=2"]  # weights stay as initialised
+FIVE = """item { id: 1 name: 'hexagon' }
+item { id: 2 name: 'circle' }
+item { id: 3 name: 'square' }
+item { id: 4 name: 'triangle' }
+"""
+
+
+@pytest.fixture(scope="module")
+def five_class_data(trained):
+    """The same images converted with a label map of 4 classes (5 with background)."""
+    root, _ = trained
+    (root / "five.pbtxt").write_text(FIVE)
+    convert(root / "raw" / "annotations", root / "data5", format="voc",
+            images=root / "raw" / "images", label_map=root / "five.pbtxt",
+            split=(0.5, 0.25, 0.25))
+    return root / "data5"
+
+
+def _weights(prefix):
+    import tensorflow as tf
+
+    return {n: tf.train.load_variable(prefix, n) for n, _ in tf.train.list_variables(prefix)
+            if n.endswith("/.ATTRIBUTES/VARIABLE_VALUE") and "OPTIMIZER_SLOT" not in n
+            and n.split("/")[0] in ("backbone", "decoder", "head")
+            and ("kernel" in n or "bias" in n or "gamma" in n or "beta" in n)}
+
+
+@pytest.mark.slow
+def test_fine_tune_from_detector_restores_backbone_fpn_and_remakes_head(
+        trained, five_class_data, tmp_path):
+    root, _ = trained
+    source = model_lib.latest_checkpoint(root / "run")
+    assert model_lib.inspect_checkpoint(source).num_classes == 4
+    train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", tmp_path / "b", progress=False,
+                    overrides=[f"data.train={five_class_data}", *TINY, *FROZEN,
+                               f"train.fine_tune_checkpoint={root / 'run'}",
+                               "train.fine_tune_checkpoint_type=detector"])
+    info = model_lib.inspect_checkpoint(model_lib.latest_checkpoint(tmp_path / "b"))
+    assert info.num_classes == 5 and info.modules == {"backbone", "decoder", "head"}
+    before, after = _weights(source), _weights(info.prefix)
+    shared = [n for n in before if n.startswith(("backbone/", "decoder/"))]
+    assert len(shared) > 50
+    for n in shared:  # backbone and FPN come from the detector checkpoint
+        np.testing.assert_array_equal(before[n], after[n], err_msg=n)
+    cls = "head/_classifier/bias/.ATTRIBUTES/VARIABLE_VALUE"
+    assert before[cls].shape != after[cls].shape  # a new class head for 5 classes
+    box = "head/_box_convs/0/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+    assert not np.array_equal(before[box], after[box])  # the head is made anew
+    cfg, lm = model_lib.load_run(tmp_path / "b")
+    assert cfg.model.num_classes == 5 and lm.names[0] == "hexagon"
+
+
+@pytest.mark.slow
+def test_fine_tune_full_restores_the_head_of_the_same_label_map(trained, tmp_path):
+    root, _ = trained
+    source = model_lib.latest_checkpoint(root / "run")
+    train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", tmp_path / "c", progress=False,
+                    overrides=[f"data.train={root / 'data'}", *TINY, *FROZEN,
+                               f"train.fine_tune_checkpoint={source}",
+                               "train.fine_tune_checkpoint_type=full"])
+    before = _weights(source)
+    after = _weights(model_lib.latest_checkpoint(tmp_path / "c"))
+    heads = [n for n in before if n.startswith("head/")]
+    assert heads
+    for n in heads:
+        np.testing.assert_array_equal(before[n], after[n], err_msg=n)
+
+
+@pytest.mark.slow
+def test_full_fine_tune_with_another_label_map_is_a_clear_error(trained, five_class_data,
+                                                                tmp_path):
+    root, _ = trained
+    with pytest.raises(LabelMapError, match=r"ids up to 4 \(5 classes.*predicts 4.*"
+                                            r"fine_tune_checkpoint_type=detector"):
+        train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", tmp_path / "d", progress=False,
+                        overrides=[f"data.train={five_class_data}", *TINY,
+                                   f"train.fine_tune_checkpoint={root / 'run'}",
+                                   "train.fine_tune_checkpoint_type=full"])
+    assert not (tmp_path / "d" / "checkpoint").exists()
+    # same number of classes, other names: refused too (the run folder has its label map)
+    renamed = label_map_lib.parse("item { id: 1 name: 'ring' } item { id: 2 name: 'square' } "
+                                  "item { id: 3 name: 'triangle' }")
+    info = model_lib.inspect_checkpoint(model_lib.latest_checkpoint(root / "run"))
+    with pytest.raises(LabelMapError, match="id 1: 'circle' → 'ring'"):
+        model_lib.check_head(info, renamed, tmp_path / "renamed.pbtxt", "fix")
+
+
+@pytest.mark.slow
+def test_run_whose_label_map_does_not_fit_the_checkpoint_is_refused(trained, tmp_path):
+    import shutil
+
+    root, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    (run / "label_map.pbtxt").write_text(FIVE)
+    with pytest.raises(LabelMapError, match="trained with num_classes 4"):
+        model_lib.load_run(run)
+    text = (run / "pipeline.yaml").read_text().replace("num_classes: 4", "num_classes: 5")
+    (run / "pipeline.yaml").write_text(text)
+    with pytest.raises(LabelMapError, match="class head of checkpoint .*predicts 4"):
+        evaluate.evaluate(run, str(root / "data" / "test-*.tfrecord"), progress=False)
+
+
+@needs_shared
+@pytest.mark.slow
+def test_backbone_only_checkpoint_as_detector_is_a_clear_error(trained, tmp_path):
+    root, _ = trained
+    with pytest.raises(CheckpointError, match="backbone-only.*fine_tune_checkpoint_type=backbone"):
+        train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", tmp_path / "e", progress=False,
+                        overrides=[f"data.train={root / 'data'}", *TINY,
+                                   f"train.fine_tune_checkpoint="
+                                   f"{SHARED / 'weights' / 'mobilenet_v2_1.0_imagenet'}",
+                                   "train.fine_tune_checkpoint_type=detector"])
