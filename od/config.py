@@ -134,23 +134,6 @@ _CHOICES = {
 #: images of the same classes).
 FINE_TUNE_MODULES = {"backbone": "backbone", "detector": ["backbone", "decoder"], "full": "all"}
 
-# ``model=<zoo name>``: the pipeline config whose model section fits each zoo checkpoint, and the
-# model overrides on top of it. Detector checkpoints restore backbone + FPN (the class head is
-# re-made for the new classes); backbone checkpoints restore the backbone only.
-ZOO_PRESETS = {
-    "retinanet_resnet50_fpn_coco": ("retinanet_resnet50_fpn_coco.yaml", {}),
-    "retinanet_spinenet49_coco": ("retinanet_spinenet49_coco.yaml", {}),
-    "retinanet_spinenet96_coco": ("retinanet_spinenet96_coco.yaml", {}),
-    "retinanet_spinenet143_coco": ("retinanet_spinenet143_coco.yaml", {}),
-    "retinanet_mobile_spinenet49_coco": ("retinanet_mobile_spinenet49_coco.yaml", {}),
-    "retinanet_mobilenetv2_coco": ("retinanet_mobilenetv2_coco.yaml", {}),
-    "mobilenetv2_imagenet": ("retinanet_mobilenetv2_fpn_256.yaml", {}),
-    "resnet50_imagenet": ("retinanet_resnet50_fpn_coco.yaml", {}),
-    "resnet101_imagenet": ("retinanet_resnet50_fpn_coco.yaml", {"backbone_id": "101"}),
-    "resnet152_imagenet": ("retinanet_resnet50_fpn_coco.yaml", {"backbone_id": "152"}),
-}
-
-
 def configs_dir() -> Path:
     """``configs/`` of a source checkout, else the copy installed as package ``od.configs``."""
     here = Path(__file__).resolve()
@@ -169,9 +152,11 @@ def apply_zoo_model(cfg: "PipelineConfig", name: str, where: str = "model=") -> 
     from od import zoo
 
     entry = zoo.get(name)
-    file, model_overrides = ZOO_PRESETS[entry.name]
-    preset = _merge(PipelineConfig(), {"model": _read_yaml(configs_dir() / file)["model"]}, where)
-    model = replace(preset.model, **model_overrides)
+    preset = _merge(PipelineConfig(), {"model": _read_yaml(configs_dir() / entry.config)["model"]},
+                    where)
+    for key, value in entry.config_override:
+        preset = set_key(preset, f"model.{key}", value, where)
+    model = preset.model
     kind = "detector" if entry.init == "detector" else "backbone"
     return replace(cfg, model=model, train=replace(cfg.train, fine_tune_checkpoint=entry.name,
                                                    fine_tune_checkpoint_type=kind))
@@ -222,7 +207,8 @@ def _coerce(key: str, value, default, where: str):
                           f"(default {default!r}).") from None
 
 
-def _check(cfg: PipelineConfig, where: str) -> PipelineConfig:
+def check(cfg: PipelineConfig, where: str) -> PipelineConfig:
+    """Return ``cfg`` if its values are possible; raise ConfigError naming the key and a fix."""
     for key, choices in _CHOICES.items():
         s, f = key.split(".")
         v = getattr(getattr(cfg, s), f)
@@ -310,7 +296,7 @@ def load(path: str | os.PathLike | None = None, extra=(), overrides=()) -> Pipel
       path: base YAML (e.g. ``configs/retinanet_mobilenetv2_fpn_256.yaml``) or None for defaults.
       extra: more YAML files, each overriding the ones before.
       overrides: ``'section.key=value'`` strings, applied last; ``'model=<zoo name>'`` takes the
-        zoo entry's architecture and checkpoint (see ``ZOO_PRESETS``).
+        zoo entry's architecture (its ``config``) and checkpoint.
     Raises:
       ConfigError: unreadable/invalid YAML, unknown keys, wrong types, impossible values.
     """
@@ -323,7 +309,7 @@ def load(path: str | os.PathLike | None = None, extra=(), overrides=()) -> Pipel
             cfg = apply_zoo_model(cfg, value, f"override {text!r}")
             continue
         cfg = set_key(cfg, key, value, f"override {text!r}")
-    return _check(cfg, str(path or "config"))
+    return check(cfg, str(path or "config"))
 
 
 def to_dict(cfg: PipelineConfig) -> dict:

@@ -40,10 +40,13 @@ class ZooEntry:
     backbone checkpoints), ``imagenet_top1`` ImageNet top-1 accuracy in percent (backbones only).
     ``sha256`` is None when Model Garden publishes no checksum: :func:`od.download.download` then
     verifies nothing but still records the hash it computed in the cache marker.
-    ``experiment`` is the Model Garden experiment whose config fits the checkpoint once
-    ``model_override`` (nested ``task.model`` settings, as ``(dotted.key, value)`` pairs) is applied
-    on top of it; ``init`` says what the checkpoint initialises ('detector' or 'backbone') and
-    ``init_checkpoint_modules`` is the matching Model Garden task setting ('all' or 'backbone').
+    ``experiment`` is the Model Garden experiment the checkpoint was trained with (for reference);
+    ``config`` is the pipeline config in ``configs/`` whose ``model`` section builds the
+    checkpoint's architecture, with ``config_override`` (``(model field, value)`` pairs) on top:
+    ``od train ... model=NAME`` and ``od zoo benchmark`` both build from it. ``init`` says what the
+    checkpoint initialises ('detector' or 'backbone') and ``init_checkpoint_modules`` is the
+    Model Garden task setting that restores all of it ('all' or 'backbone'); fine-tuning on new
+    classes restores backbone and FPN of a detector and makes a new head.
     """
 
     name: str
@@ -60,7 +63,8 @@ class ZooEntry:
     init: str
     init_checkpoint_modules: str
     source: str
-    model_override: tuple[tuple[str, object], ...] = ()
+    config: str = ""
+    config_override: tuple[tuple[str, object], ...] = ()
     note: str = ""
 
     @property
@@ -68,90 +72,65 @@ class ZooEntry:
         """True when the checkpoint initialises a whole detector with a published COCO AP."""
         return self.init == "detector" and self.coco_ap is not None
 
-    def model_params(self) -> dict:
-        """The ``task.model`` override (nested dict, input size included) for Model Garden's
-        ``ExperimentConfig.override({'task': {'model': ...}})``."""
-        out: dict = {"input_size": [self.input_size, self.input_size, 3]}
-        for key, value in self.model_override:
-            node = out
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
-        return out
-
-
-_SPINENET = (("norm_activation.activation", "swish"),)
-_MNV2 = (("backbone.type", "mobilenet"),
-         ("backbone.mobilenet.model_id", "MobileNetV2"),
-         ("backbone.mobilenet.filter_size_scale", 1.0),
-         ("decoder.type", "fpn"),
-         ("decoder.fpn.num_filters", 128),
-         ("decoder.fpn.use_separable_conv", True),
-         ("decoder.fpn.use_keras_layer", True),
-         ("head.num_convs", 4),
-         ("head.num_filters", 128),
-         ("head.use_separable_conv", True),
-         ("anchor.anchor_size", 3.0),
-         ("norm_activation.activation", "relu6"))
 
 ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("retinanet_resnet50_fpn_coco", "RetinaNet ResNet-50 FPN", "resnet:50", 640,
              36.8, None, 34.0, 97.0, MG + "retinanet/retinanet-resnet50fpn.tar.gz", None,
              "retinanet_resnetfpn_coco", "detector", "all", _MG_DOC,
+             config="retinanet_resnet50_fpn_coco.yaml",
              note="72 epochs; the 12-epoch ImageNet-init run (34.3 AP) has no checkpoint"),
     ZooEntry("retinanet_spinenet49_coco", "RetinaNet SpineNet-49", "spinenet:49", 640,
              44.2, None, 28.5, 85.4, MG + "spinenet/spinenet-49-i640.tar.gz", None,
              "retinanet_spinenet_coco", "detector", "all",
              _MG_DOC + "; config retinanet/coco_spinenet49_tpu.yaml (beta path)",
-             (("backbone.spinenet.model_id", "49"), ("anchor.anchor_size", 3.0)) + _SPINENET,
+             config="retinanet_spinenet49_coco.yaml",
              note="trained from scratch, 500 epochs"),
     ZooEntry("retinanet_spinenet96_coco", "RetinaNet SpineNet-96", "spinenet:96", 1024,
              48.5, None, 43.0, 265.4, MG + "spinenet/spinenet-96-i1024.tar.gz", None,
              "retinanet_spinenet_coco", "detector", "all",
              _MG_DOC + "; config retinanet/coco_spinenet96_tpu.yaml (beta path)",
-             (("backbone.spinenet.model_id", "96"), ("anchor.anchor_size", 3.0)) + _SPINENET,
+             config="retinanet_spinenet96_coco.yaml",
              note="trained from scratch, 500 epochs"),
     ZooEntry("retinanet_spinenet143_coco", "RetinaNet SpineNet-143", "spinenet:143", 1280,
              50.0, None, 67.0, 524.0, MG + "spinenet/spinenet-143-i1280.tar.gz", None,
              "retinanet_spinenet_coco", "detector", "all",
              _MG_DOC + "; config retinanet/coco_spinenet143_tpu.yaml (beta path)",
-             (("backbone.spinenet.model_id", "143"), ("anchor.anchor_size", 4.0)) + _SPINENET,
+             config="retinanet_spinenet143_coco.yaml",
              note="trained from scratch, 500 epochs"),
     ZooEntry("retinanet_mobile_spinenet49_coco", "RetinaNet Mobile SpineNet-49",
              "spinenet_mobile:49", 384, 28.1, None, 2.32, 1.0,
              MG + "retinanet/spinenet49mobile.tar.gz", None,
              "retinanet_mobile_coco", "detector", "all",
              _MG_DOC + "; config retinanet/coco_spinenet49_mobile_tpu.yaml",
-             (("backbone.spinenet_mobile.model_id", "49"),
-              ("backbone.spinenet_mobile.se_ratio", 0.2),
-              ("head.num_filters", 48), ("head.use_separable_conv", True),
-              ("anchor.anchor_size", 3.0), ("norm_activation.activation", "hard_swish")),
+             config="retinanet_mobile_spinenet49_coco.yaml",
              note="the yaml comment says 27.6 AP; MODEL_GARDEN.md says 28.1"),
     ZooEntry("retinanet_mobilenetv2_coco", "RetinaNet MobileNetV2 FPN", "mobilenet:MobileNetV2",
              256, 23.3, None, 2.27, None,
              MG + "qat/mobilenetv2_ssd_coco/mobilenetv2_ssd_i256_ckpt.tar.gz",
              None, "retinanet_mobile_coco", "detector", "all",
              _QAT_DOC + "; config retinanet/coco_mobilenetv2_tpu.yaml (23.5 AP in its comment)",
-             _MNV2, note="the float checkpoint QAT starts from; not listed in MODEL_GARDEN.md"),
+             config="retinanet_mobilenetv2_coco.yaml",
+             note="the float checkpoint QAT starts from; not listed in MODEL_GARDEN.md"),
     ZooEntry("resnet50_imagenet", "ResNet-50 (ImageNet)", "resnet:50", 224,
              None, 77.1, None, None, MG + "resnet/resnet-50-i224.tar.gz", None,
              "retinanet_resnetfpn_coco", "backbone", "backbone", _MG_DOC,
+             config="retinanet_resnet50_fpn_coco.yaml",
              note="200 epochs; Model Garden's own RetinaNet default init is "
                   "gs://cloud-tpu-checkpoints/vision-2.0/resnet50_imagenet/ckpt-28080"),
     ZooEntry("resnet101_imagenet", "ResNet-101 (ImageNet)", "resnet:101", 224,
              None, 78.3, None, None, MG + "resnet/resnet-101-i224.tar.gz", None,
              "retinanet_resnetfpn_coco", "backbone", "backbone", _MG_DOC,
-             (("backbone.resnet.model_id", 101),)),
+             config="retinanet_resnet50_fpn_coco.yaml", config_override=(("backbone_id", "101"),)),
     ZooEntry("resnet152_imagenet", "ResNet-152 (ImageNet)", "resnet:152", 224,
              None, 78.7, None, None, MG + "resnet/resnet-152-i224.tar.gz", None,
              "retinanet_resnetfpn_coco", "backbone", "backbone", _MG_DOC,
-             (("backbone.resnet.model_id", 152),)),
+             config="retinanet_resnet50_fpn_coco.yaml", config_override=(("backbone_id", "152"),)),
     ZooEntry("mobilenetv2_imagenet", "MobileNetV2 1.0 (ImageNet)", "mobilenet:MobileNetV2", 224,
              None, 72.78, None, None,
              "gs://tf_model_garden/vision/mobilenet/v2_1.0_float/ckpt-180648", None,
              "retinanet_mobile_coco", "backbone", "backbone",
-             "docs/vision/instance_segmentation.ipynb; top-1 from " + _QAT_DOC, _MNV2,
+             "docs/vision/instance_segmentation.ipynb; top-1 from " + _QAT_DOC,
+             config="retinanet_mobilenetv2_fpn_256.yaml",
              note="a checkpoint prefix, not a tarball; offline stand-in: "
                   "../shared/weights/mobilenet_v2_1.0_imagenet"),
 )
@@ -351,7 +330,7 @@ def list_table(table: Sequence[ZooEntry] = ZOO,
 
 
 def to_dict(entry: ZooEntry) -> dict:
-    """``entry`` as a JSON-ready dict (the override pairs as a nested dict)."""
+    """``entry`` as a JSON-ready dict (the config override pairs as a dict)."""
     d = dataclasses.asdict(entry)
-    d["model_override"] = entry.model_params()
+    d["config_override"] = dict(entry.config_override)
     return d

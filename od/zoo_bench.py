@@ -1,7 +1,8 @@
 """Measure the speed of the zoo's detector architectures on this machine.
 
-Each detector is built with Model Garden (its experiment config plus the entry's ``model_override``)
-at its input size, with random weights (the network's speed does not depend on them), and called
+Each detector is built the way ``od train ... model=NAME`` builds it: the ``model`` section of the
+entry's pipeline config in ``configs/`` (``od.config.apply_zoo_model``) → ``od.model.build_model``
+(Model Garden's RetinaNet factory), COCO's 91 classes, at its input size, with random weights (the network's speed does not depend on them), and called
 in inference mode (``training=False``; box decoding and NMS included, ``nms_version`` :data:`NMS`)
 inside a ``tf.function``. After a warm-up call (tracing) the median wall time of ``repeats`` calls
 gives ms/image at batch 1 and images/s at batch 8. Random weights leave few boxes above the score
@@ -48,32 +49,32 @@ def machine_label() -> str:
     return f"{os.cpu_count()}-core CPU ({model}, TF {tf.__version__})"
 
 
+#: Classes of the COCO detectors' heads (Model Garden's COCO label ids up to 90 + background).
+COCO_NUM_CLASSES = 91
+
+
 def build_detector(entry: ZooEntry, input_size: int | None = None, nms_version: str = NMS):
     """The Keras RetinaNet of ``entry`` (random weights) at ``input_size`` pixels (default: the
-    entry's), with Model Garden's ``nms_version`` post-processing. Raises ZooError for a
-    backbone-only entry or a config Model Garden rejects."""
+    entry's), built from the entry's pipeline config with Model Garden's ``nms_version``
+    post-processing. Raises ZooError for a backbone-only entry or a size the model rejects."""
     if entry.init != "detector":
         raise ZooError(f"{entry.name} is a backbone checkpoint, not a detector; benchmark a "
                        f"detector entry (`od zoo list` shows the kind)")
-    import tf_keras
-    import official.vision.configs.retinanet  # noqa: F401  (registers the experiments)
-    from official.core import exp_factory
-    from official.vision.modeling import factory
+    from dataclasses import replace
 
-    size = input_size or entry.input_size
+    from od import config as config_lib
+    from od import model as model_lib
+    from od.errors import ConfigError
+
+    cfg = config_lib.apply_zoo_model(config_lib.PipelineConfig(), entry.name)
+    model = replace(cfg.model, input_size=input_size or entry.input_size,
+                    nms_version=nms_version, num_classes=COCO_NUM_CLASSES)
     try:
-        cfg = exp_factory.get_exp_config(entry.experiment)
-        model_params = entry.model_params()
-        model_params["input_size"] = [size, size, 3]
-        model_params.setdefault("norm_activation", {})["use_sync_bn"] = False
-        model_params["detection_generator"] = {"nms_version": nms_version}
-        cfg.override({"task": {"model": model_params}}, is_strict=True)
-        mc = cfg.task.model
-        spec = tf_keras.layers.InputSpec(shape=[None, size, size, 3])
-        return factory.build_retinanet(input_specs=spec, model_config=mc)
-    except (KeyError, ValueError, AttributeError) as e:
-        raise ZooError(f"cannot build {entry.name} from experiment {entry.experiment!r} at "
-                       f"{size} px: {e}") from e
+        cfg = config_lib.check(replace(cfg, model=model), f"zoo entry {entry.name}")
+        return model_lib.build_model(cfg)
+    except (ConfigError, ValueError) as e:
+        raise ZooError(f"cannot build {entry.name} from configs/{entry.config} at "
+                       f"{model.input_size} px: {e}") from e
 
 
 def _load() -> str:

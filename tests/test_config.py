@@ -106,11 +106,17 @@ def test_unknown_zoo_name_suggests():
         config.load(overrides=["model=retinanet_spinenet_49"])
 
 
-def test_every_zoo_entry_has_a_preset():
+def test_every_zoo_entry_builds_from_its_config():
+    """Each entry's config (plus its overrides) has the entry's backbone and input size."""
     from od import zoo
-    assert {e.name for e in zoo.ZOO} == set(config.ZOO_PRESETS)
-    for file, _ in config.ZOO_PRESETS.values():
-        assert (CONFIGS / file).is_file()
+    for e in zoo.ZOO:
+        assert (CONFIGS / e.config).is_file(), e.name
+        cfg = config.load(overrides=[f"model={e.name}"])
+        kind, model_id = e.backbone.split(":")
+        assert (cfg.model.backbone, cfg.model.backbone_id) == (kind, model_id), e.name
+        if e.init == "detector":
+            assert cfg.model.input_size == e.input_size, e.name
+            assert cfg.train.fine_tune_checkpoint_type == "detector"
 
 
 def test_fine_tune_checkpoint_from_a_file_url_tarball(tmp_path, monkeypatch):
