@@ -211,3 +211,44 @@ def test_backbone_only_checkpoint_as_detector_is_a_clear_error(trained, tmp_path
                                    f"train.fine_tune_checkpoint="
                                    f"{SHARED / 'weights' / 'mobilenet_v2_1.0_imagenet'}",
                                    "train.fine_tune_checkpoint_type=detector"])
+
+
+@pytest.mark.slow
+def test_train_model_equals_zoo_detector_fine_tunes_from_its_checkpoint(trained, tmp_path,
+                                                                        monkeypatch):
+    """``model=retinanet_mobilenetv2_coco`` offline: the zoo archive is pre-filled in the cache
+    (saved here the way Model Garden's trainer saves, COCO head of 91 classes); training restores
+    its backbone and FPN and makes a head for the 3 shape classes."""
+    import tarfile
+
+    import tensorflow as tf
+
+    from od import zoo, zoo_bench
+
+    root, _ = trained
+    entry = zoo.get("retinanet_mobilenetv2_coco")
+    published = zoo_bench.build_detector(entry, 128)
+    folder = tmp_path / "pub" / "mobilenetv2_ssd_i256_ckpt"
+    prefix = tf.train.Checkpoint(model=published, **published.checkpoint_items).save(
+        str(folder / "ckpt"))
+    assert model_lib.inspect_checkpoint(prefix).num_classes == 91
+    cache = tmp_path / "cache"
+    (cache / "downloads").mkdir(parents=True)
+    with tarfile.open(cache / "downloads" / entry.url.rsplit("/", 1)[1], "w:gz") as t:
+        t.add(folder, arcname=folder.name)
+    monkeypatch.setenv("OD_CACHE_DIR", str(cache))
+    train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", tmp_path / "z", progress=False,
+                    overrides=[f"data.train={root / 'data'}", f"model={entry.name}",
+                               "model.input_size=128", "train.batch_size=2",
+                               "train.steps_per_loop=2", *FROZEN])
+    cfg, _ = model_lib.load_run(tmp_path / "z")
+    assert cfg.train.fine_tune_checkpoint.startswith(str(cache))
+    assert cfg.train.fine_tune_checkpoint_type == "detector"
+    before = _weights(prefix)
+    after = _weights(model_lib.latest_checkpoint(tmp_path / "z"))
+    shared = [n for n in before if n.startswith(("backbone/", "decoder/"))]
+    assert len(shared) > 100
+    for n in shared:
+        np.testing.assert_array_equal(before[n], after[n], err_msg=n)
+    assert model_lib.inspect_checkpoint(model_lib.latest_checkpoint(tmp_path / "z")
+                                        ).num_classes == 4
