@@ -92,7 +92,8 @@ def _add_model_commands(sub) -> None:
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="COCO metrics of a run on TFRecord shards")
-    e.add_argument("--model", required=True, help="run folder of `od train`")
+    e.add_argument("--model-dir", "--model", dest="model_dir", required=True,
+                   help="run folder of `od train`")
     e.add_argument("--data", required=True, help="shard glob, e.g. 'DATA/test*.tfrecord'")
     e.add_argument("--out", help="output folder (default RUN/eval)")
     e.add_argument("--max-images", type=int, default=0)
@@ -143,7 +144,7 @@ def _train(a) -> None:
 
 def _evaluate(a) -> None:
     from od.evaluate import evaluate
-    r = evaluate(a.model, a.data, a.out, max_images=a.max_images)
+    r = evaluate(a.model_dir, a.data, a.out, max_images=a.max_images)
     c = r["coco"]
     print(json.dumps({k: c[k] for k in ("AP", "AP50", "AP75")}, indent=2))
     print(f"wrote {r['plots'].get('metrics', '')} and plots")

@@ -67,15 +67,20 @@ def make_strategy(runtime: config_lib.RuntimeConfig):
         distribution_strategy=name, num_gpus=num_gpus, tpu_address=runtime.tpu or None)
 
 
+#: Model fields that only change post-processing, not the weights: free to change on resume.
+_POST_PROCESSING = {"name", "max_detections", "nms_iou_threshold", "score_threshold",
+                    "nms_version"}
+
+
 def _check_resume(cfg: config_lib.PipelineConfig, model_dir: Path) -> None:
     saved = model_dir / PIPELINE_FILE
     if not saved.is_file():
         return
     old = config_lib.load(saved)
-    if old.model != cfg.model:
-        diff = [f"model.{k}: {getattr(old.model, k)!r} → {getattr(cfg.model, k)!r}"
-                for k in config_lib.to_dict(cfg)["model"]
-                if getattr(old.model, k) != getattr(cfg.model, k)]
+    diff = [f"model.{k}: {getattr(old.model, k)!r} → {getattr(cfg.model, k)!r}"
+            for k in config_lib.to_dict(cfg)["model"]
+            if k not in _POST_PROCESSING and getattr(old.model, k) != getattr(cfg.model, k)]
+    if diff:
         raise ConfigError(f"{model_dir} holds a run of a different model ({'; '.join(diff)}). "
                           "Use a new --model-dir, or the same model settings to resume.")
 
