@@ -99,11 +99,14 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--max-images", type=int, default=0)
     e.set_defaults(func=_evaluate)
 
-    x = sub.add_parser("export", help="SavedModel (+ frozen graph) from a run, checked")
+    x = sub.add_parser("export", help="SavedModel (+ frozen graph, TFLite) from a run, checked")
     x.add_argument("--model-dir", required=True)
     x.add_argument("--out", required=True)
-    x.add_argument("--format", action="append", dest="formats", default=None,
-                   help="saved_model (always) and/or frozen_graph")
+    x.add_argument("--format", "--formats", action="extend", nargs="+", dest="formats",
+                   default=None, help="saved_model (always), frozen_graph, tflite, tflite_fp16, "
+                   "tflite_int8")
+    x.add_argument("--calibration-images", type=int, default=100,
+                   help="training/val images that calibrate tflite_int8")
     x.set_defaults(func=_export)
 
     d = sub.add_parser("detect", help="detect objects in a folder of images")
@@ -113,6 +116,8 @@ def _add_model_commands(sub) -> None:
     d.add_argument("--min-score", type=float, default=0.5)
     d.add_argument("--voc", action="store_true", help="also write VOC XML pre-labels")
     d.add_argument("--crops", action="store_true", help="also write one crop per box")
+    d.add_argument("--format", default="saved_model",
+                   help="saved_model, or tflite / tflite_fp16 / tflite_int8 of the export folder")
     d.set_defaults(func=_detect)
 
     q = sub.add_parser("quickstart", help="run every stage on a generated dataset (no download)")
@@ -152,16 +157,19 @@ def _evaluate(a) -> None:
 
 def _export(a) -> None:
     from od.export import export
-    r = export(a.model_dir, a.out, formats=tuple(a.formats or ("saved_model",)))
+    r = export(a.model_dir, a.out, formats=tuple(a.formats or ("saved_model",)),
+               calibration_images=a.calibration_images)
     for c in r["checks"]:
-        print(f"{c['format']}: max box diff {c['max_box_diff']:.2g}, "
-              f"max score diff {c['max_score_diff']:.2g} (ok)")
+        box = (f"max box diff {c['max_box_diff']:.2g}" if "max_box_diff" in c else
+               f"min matched IoU {c['min_matched_iou']:.3f}")
+        print(f"{c['format']}: {box}, max score diff {c['max_score_diff']:.2g} (ok)")
     print(f"wrote {a.out}/")
 
 
 def _detect(a) -> None:
     from od.detect import detect_folder
-    r = detect_folder(a.model, a.images, a.out, min_score=a.min_score, voc=a.voc, crops=a.crops)
+    r = detect_folder(a.model, a.images, a.out, min_score=a.min_score, voc=a.voc, crops=a.crops,
+                      format=a.format)
     print(f"{sum(len(x['detections']) for x in r)} boxes in {len(r)} images → {a.out}/")
 
 

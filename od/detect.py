@@ -1,4 +1,4 @@
-"""``od detect``: run an exported SavedModel on a folder of images.
+"""``od detect``: run an exported SavedModel (or one of its TFLite files) on a folder of images.
 
 For each image in ``--images`` (JPEG, PNG, BMP, GIF, WebP; EXIF rotation applied, as in
 ``od data convert``), written to ``OUT/`` (each file atomically):
@@ -46,22 +46,34 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 class Detector:
     """An exported detector (``od export`` folder, or any SavedModel with the same signature).
 
-    Call with uint8 RGB [H, W, 3] → :class:`od.detections.Detections` (boxes normalised to that
-    image, class ids from the label map, sorted by score).
+    ``format`` 'saved_model' (default), or 'tflite' / 'tflite_fp16' / 'tflite_int8' for the
+    folder's model.tflite / model_fp16.tflite / model_int8.tflite (od.tflite.TFLiteModel: resizes
+    and normalises the image, maps boxes back to it). Call with uint8 RGB [H, W, 3] →
+    :class:`od.detections.Detections` (boxes normalised to that image, class ids from the label
+    map, sorted by score).
     """
 
-    def __init__(self, export_dir: str | os.PathLike):
+    def __init__(self, export_dir: str | os.PathLike, format: str = "saved_model"):
         import tensorflow as tf
 
+        from od import tflite
+
         export_dir = Path(export_dir)
+        lm_path = export_dir / "label_map.pbtxt"
+        self.label_map = label_map_lib.read(lm_path) if lm_path.is_file() else None
+        self._tflite = None
+        if format != "saved_model":
+            if format not in tflite.FILES:
+                raise ExportError(f"{export_dir}: unknown detector format {format!r}; choose "
+                                  f"saved_model, {', '.join(tflite.FILES)}.")
+            self._tflite = tflite.TFLiteModel(export_dir / tflite.FILES[format])
+            return
         sm = export_dir / "saved_model" if (export_dir / "saved_model").is_dir() else export_dir
         if not (sm / "saved_model.pb").is_file():
             raise ExportError(f"{export_dir}: no SavedModel (saved_model.pb) found; give the "
                               "folder written by `od export --out ...`.")
         self._model = tf.saved_model.load(str(sm))
         self._fn = self._model.signatures["serving_default"]
-        lm_path = export_dir / "label_map.pbtxt"
-        self.label_map = label_map_lib.read(lm_path) if lm_path.is_file() else None
 
     def __call__(self, image: np.ndarray) -> Detections:
         import tensorflow as tf
@@ -69,6 +81,8 @@ class Detector:
         image = np.asarray(image, np.uint8)
         if image.ndim != 3 or image.shape[2] != 3:
             raise ImageError(f"expected a uint8 RGB image [H, W, 3], got shape {image.shape}.")
+        if self._tflite is not None:
+            return self._tflite(image)
         out = self._fn(tf.constant(image[None]))
         n = int(out["num_detections"][0])
         return Detections.make(out["detection_boxes"][0, :n].numpy(),
@@ -93,13 +107,14 @@ def _jpeg(image) -> bytes:
 
 def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str | os.PathLike,
                   *, min_score: float = 0.5, voc: bool = False, crops: bool = False,
-                  progress: bool = True) -> list[dict]:
+                  progress: bool = True, format: str = "saved_model") -> list[dict]:
     """Detect objects in every image of ``images`` (not recursive) and write ``out`` (module doc).
 
     Args:
       model: export folder (or a SavedModel folder).
       images: folder of images, or a single image file.
       min_score: keep detections with score >= this, in [0, 1].
+      format: which model of the export folder runs (``Detector``).
     Returns:
       The list written to ``detections.json``.
     Raises:
@@ -121,7 +136,7 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
         raise OdError(f"{images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}).")
     if not 0.0 <= min_score <= 1.0:
         raise OdError(f"--min-score {min_score} must be in [0, 1].")
-    detector = Detector(model)
+    detector = Detector(model, format)
     lm = detector.label_map
     out.mkdir(parents=True, exist_ok=True)
     results, rows = [], []

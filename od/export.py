@@ -10,8 +10,15 @@ Layout of ``EXPORT/`` (written atomically: the folder appears only when complete
                ids), num_detections int [N]
     EXPORT/frozen_inference_graph.pb   (formats 'frozen_graph') the image-tensor signature with
                                        variables folded into constants (TF1-style GraphDef)
+    EXPORT/model.tflite, model_fp16.tflite, model_int8.tflite
+                                   (formats 'tflite', 'tflite_fp16', 'tflite_int8') TFLite with
+                                   TFLite's built-in detection post-processing op; input
+                                   [1, S, S, 3] preprocessed, boxes normalised to that input
+                                   (see od.tflite for the signature and od.tflite.TFLiteModel)
     EXPORT/label_map.pbtxt, EXPORT/pipeline.yaml
-    EXPORT/export_check.json       max box/score difference of each format vs the checkpoint
+    EXPORT/export_check.json       max box/score difference of each format vs the checkpoint;
+                                   for TFLite, detections with score >= 0.3 matched by IoU (max
+                                   score difference, min IoU, tolerances: od.tflite.TOLERANCES)
 
 The SavedModel is Model Garden's serving ``DetectionModule`` saved by
 ``official.core.export_base.export``; the checkpoint is the run's newest.
@@ -26,9 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from od import atomic
+from od import tflite
+from od.detections import Detections
 from od.errors import ExportError
 
-FORMATS = ("saved_model", "frozen_graph")
+FORMATS = ("saved_model", "frozen_graph", *tflite.FILES)
 SIGNATURES = {"image_tensor": "serving_default", "image_bytes": "serving_bytes"}
 _TOLERANCE = 1e-3
 
@@ -101,19 +110,22 @@ def run_frozen_graph(path: str | os.PathLike, image: np.ndarray) -> dict:
 
 
 def export(model_dir: str | os.PathLike, out: str | os.PathLike,
-           formats=("saved_model",)) -> dict:
+           formats=("saved_model",), calibration_images: int = tflite.CALIBRATION_IMAGES) -> dict:
     """Export the newest checkpoint of ``model_dir`` to ``out`` (see module doc) and check it.
 
     Args:
       model_dir: run folder of ``od train``.
       out: export folder (replaced atomically).
       formats: any of ``FORMATS``; ``saved_model`` is always written.
+      calibration_images: at most this many training/val images calibrate ``tflite_int8``.
     Returns:
       The export check (also ``export_check.json``): per format the max difference of boxes and
-      scores against the in-memory model on a real image from the run's data.
+      scores against the in-memory model on a real image from the run's data (TFLite formats:
+      ``od.tflite.compare``).
     Raises:
-      ConfigError / CheckpointError: not a trained run; ExportError: unknown format, or an
-      exported format disagrees with the checkpoint by more than 1e-3.
+      ConfigError / CheckpointError: not a trained run; ExportError: unknown format, a failed
+      TFLite conversion, or an exported format disagrees with the checkpoint by more than 1e-3
+      (TFLite: more than ``od.tflite.TOLERANCES``).
     """
     import tensorflow as tf
     from official.core import export_base
@@ -145,6 +157,11 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
             _frozen_graph(module, tmp / "frozen_inference_graph.pb")
             checks.append(_compare("frozen_graph", ref,
                                    run_frozen_graph(tmp / "frozen_inference_graph.pb", image)))
+        n = int(ref["num_detections"][0])
+        ref_det = Detections.make(ref["detection_boxes"][0, :n], ref["detection_scores"][0, :n],
+                                  ref["detection_classes"][0, :n], image.shape[1], image.shape[0])
+        for fmt, path in tflite.write(cfg, ckpt, tmp, formats, calibration_images).items():
+            checks.append(tflite.check(fmt, path, image, ref_det, cfg.model.nms_iou_threshold))
         shutil.copy(Path(model_dir) / "label_map.pbtxt", tmp / "label_map.pbtxt")
         shutil.copy(Path(model_dir) / "pipeline.yaml", tmp / "pipeline.yaml")
         report = {"checkpoint": ckpt, "image_shape": list(image.shape), "checks": checks}

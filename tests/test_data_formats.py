@@ -10,7 +10,7 @@ from PIL import Image
 from od.data import automl, coco, tfrecord, voc
 from od.data import csv as csv_fmt
 from od.data.convert import convert, read_annotations
-from od.errors import AnnotationError, UnsafePathError
+from od.errors import AnnotationError
 
 SHARED = Path(__file__).parents[1].parent / "shared"
 RACCOON = SHARED / "data" / "raccoon"

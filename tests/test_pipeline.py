@@ -5,27 +5,17 @@ import json
 import numpy as np
 import pytest
 
-from od import detect, evaluate, export, synthetic, train
+from od import detect, evaluate, export, train
 from od import label_map as label_map_lib
 from od import model as model_lib
 from od.data.convert import convert
 from od.errors import CheckpointError, ConfigError, LabelMapError
-from tests.conftest import CONFIGS, SHARED, needs_shared
-
-TINY = ["model.input_size=64", "model.fpn_filters=16", "model.head_filters=16",
-        "model.head_convs=1", "train.batch_size=4", "train.steps=4", "train.steps_per_loop=2",
-        "train.checkpoint_every=2", "train.warmup_steps=1"]
+from tests.conftest import CONFIGS, SHARED, TINY, needs_shared
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipe")
-    synthetic.generate(root / "raw", 24, size=(80, 64), seed=3)
-    convert(root / "raw" / "annotations", root / "data", format="voc",
-            images=root / "raw" / "images", split=(0.5, 0.25, 0.25))
-    result = train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", root / "run",
-                             overrides=[f"data.train={root / 'data'}", *TINY], progress=False)
-    return root, result
+def trained(tiny_run):
+    return tiny_run
 
 
 @pytest.mark.slow

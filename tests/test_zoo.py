@@ -19,7 +19,7 @@ import pytest
 from od import download as dl
 from od import zoo
 from od.errors import OdError, ZooError
-from od.zoo import SpeedRecord, ZooEntry
+from od.zoo import SpeedRecord
 
 # ---- selection on a table written here ---------------------------------------------------------
 BASE = zoo.ZOO[0]
