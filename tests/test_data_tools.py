@@ -168,3 +168,34 @@ def test_chess_coco_test_split_converts(tmp_path):
                 split="1,0,0", workers=2)
     assert s.images == {"train": 29} and s.negatives == 1
     assert "pieces" not in (tmp_path / "out" / "label_map.pbtxt").read_text()
+
+
+SCRIPT = """
+from od import synthetic
+from od.data.convert import convert
+raw = synthetic.generate({raw!r}, 16, size=(64, 48), seed=1)
+{guard}convert(raw / "annotations", {out!r}, format="voc", images=raw / "images",
+{indent}        shard_bytes=5000, workers=2)
+print("converted")
+"""
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_script_without_main_guard_gets_a_clear_error_not_endless_workers(tmp_path, guarded):
+    """Workers are 'spawn' processes that import the calling script again; an unguarded script
+    must fail once, with the fix, instead of restarting dead workers forever."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "convert_script.py"
+    script.write_text(SCRIPT.format(raw=str(tmp_path / "raw"), out=str(tmp_path / "data"),
+                                    guard='if __name__ == "__main__":\n    ' if guarded else "",
+                                    indent="    " if guarded else ""))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    if guarded:
+        assert r.returncode == 0 and "converted" in r.stdout, r.stderr[-2000:]
+        assert (tmp_path / "data" / "summary.json").is_file()
+    else:
+        assert r.returncode != 0 and "__name__ == \"__main__\"" in r.stderr, r.stderr[-2000:]
+        assert not (tmp_path / "data").exists()

@@ -19,7 +19,6 @@ import TensorFlow.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from od import atomic
 from od import label_map as label_map_lib
-from od.data import automl, coco, duplicates, tfrecord, voc
+from od.data import automl, coco, duplicates, parallel, tfrecord, voc
 from od.data import balance as balance_lib
 from od.data import csv as csv_reader
 from od.data.images import encode_for_training
@@ -341,13 +340,11 @@ def _run_jobs(jobs: list, workers: int, progress: bool) -> list:
     bar = tqdm(total=len(jobs), unit="shard", disable=not progress, desc="convert")
     try:
         if workers > 1 and len(jobs) > 1:
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(min(workers, len(jobs))) as pool:
-                reports = []
-                for rep in pool.imap(_encode_shard, jobs, chunksize=1):
-                    reports.append(rep)
-                    bar.update()
-                return reports
+            reports = []
+            for rep in parallel.imap(_encode_shard, jobs, min(workers, len(jobs))):
+                reports.append(rep)
+                bar.update()
+            return reports
         reports = []
         for j in jobs:
             reports.append(_encode_shard(j))

@@ -8,11 +8,11 @@ their stored bytes, for the free report ``od data convert`` always gives.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections import defaultdict
 from pathlib import Path
 
+from od.data import parallel
 from od.data.images import pixel_md5
 from od.data.records import ImageAnnotation
 from od.errors import ImageError
@@ -32,9 +32,8 @@ def pixel_hashes(records: list[ImageAnnotation], workers: int | None = None) -> 
     workers = min(workers or os.cpu_count() or 1, max(1, len(items) // 32))
     if workers <= 1:
         return [_hash_one(i) for i in items]
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers) as pool:
-        return pool.map(_hash_one, items, chunksize=max(1, len(items) // (workers * 8)))
+    return list(parallel.imap(_hash_one, items, workers,
+                              chunksize=max(1, len(items) // (workers * 8))))
 
 
 def groups_of(hashes: list[str | None]) -> list[list[int]]:
