@@ -79,7 +79,7 @@ class TrainConfig:
     clipnorm: float = 10.0           # global gradient-norm clip; 0 = off
     l2_weight_decay: float = 4e-5
     fine_tune_checkpoint: str = ""   # checkpoint dir, prefix, tarball, file:// URL or zoo name; '' = random init
-    fine_tune_checkpoint_type: str = "backbone"  # backbone, detector or full (see FINE_TUNE_MODULES)
+    fine_tune_checkpoint_type: str = "backbone"  # backbone, detector or full (see FINE_TUNE_PARTS)
     freeze_backbone: bool = False
     steps_per_loop: int = 10         # steps between progress/TensorBoard updates
     checkpoint_every: int = 100      # steps; a multiple of steps_per_loop
@@ -127,12 +127,12 @@ _CHOICES = {
 }
 
 
-#: What each ``train.fine_tune_checkpoint_type`` restores (Model Garden ``init_checkpoint_modules``):
-#: ``backbone`` an ImageNet (or any) backbone; ``detector`` backbone + FPN of a detector, with the
-#: box and class head made anew for the label map's classes; ``full`` the whole detector, head
-#: included, which needs a checkpoint trained on the same label map (e.g. more training on new
-#: images of the same classes).
-FINE_TUNE_MODULES = {"backbone": "backbone", "detector": ["backbone", "decoder"], "full": "all"}
+#: The checkpoint parts each ``train.fine_tune_checkpoint_type`` restores: ``backbone`` an ImageNet
+#: (or any) backbone; ``detector`` backbone + FPN of a detector, with the box and class head made
+#: anew for the label map's classes; ``full`` the whole detector, head included, which needs a
+#: checkpoint trained on the same label map (e.g. more training on new images of the same classes).
+FINE_TUNE_PARTS = {"backbone": ("backbone",), "detector": ("backbone", "decoder"),
+                   "full": ("backbone", "decoder", "head")}
 
 def configs_dir() -> Path:
     """``configs/`` of a source checkout, else the copy installed as package ``od.configs``."""
@@ -410,7 +410,8 @@ def to_experiment(cfg: PipelineConfig):
     decoder = (decoders.Decoder(type="fpn", fpn=decoders.FPN(
         num_filters=m.fpn_filters, use_separable_conv=m.separable_conv))
         if m.decoder == "fpn" else decoders.Decoder(type="identity", identity=decoders.Identity()))
-    modules = FINE_TUNE_MODULES[t.fine_tune_checkpoint_type]
+    parts = FINE_TUNE_PARTS[t.fine_tune_checkpoint_type]
+    modules = "all" if "head" in parts else list(parts)  # Model Garden's init_checkpoint_modules
     model = rn.RetinaNet(
         num_classes=m.num_classes, input_size=[m.input_size, m.input_size, 3],
         min_level=m.min_level, max_level=m.max_level,

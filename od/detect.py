@@ -84,11 +84,7 @@ class Detector:
         if self._tflite is not None:
             return self._tflite(image)
         out = self._fn(tf.constant(image[None]))
-        n = int(out["num_detections"][0])
-        return Detections.make(out["detection_boxes"][0, :n].numpy(),
-                               out["detection_scores"][0, :n].numpy(),
-                               out["detection_classes"][0, :n].numpy(),
-                               image.shape[1], image.shape[0])
+        return Detections.from_outputs(out, image.shape[1], image.shape[0])
 
 
 def _records(name: str, det: Detections, lm) -> list[dict]:

@@ -37,6 +37,16 @@ class Detections:
         return cls(_boxes(boxes), np.asarray(scores, np.float32).reshape(-1),
                    np.asarray(class_ids, np.int32).reshape(-1), int(width), int(height))
 
+    @classmethod
+    def from_outputs(cls, outputs, width: int, height: int) -> "Detections":
+        """The first image of a Model Garden detection output dict (``detection_boxes``
+        [N, K, 4] yxyx normalised, ``detection_scores`` [N, K], ``detection_classes`` [N, K],
+        ``num_detections`` [N]; tensors or arrays), its ``num_detections`` valid rows."""
+        n = int(np.asarray(outputs["num_detections"])[0])
+        return cls.make(np.asarray(outputs["detection_boxes"])[0, :n],
+                        np.asarray(outputs["detection_scores"])[0, :n],
+                        np.asarray(outputs["detection_classes"])[0, :n], width, height)
+
     def above(self, min_score: float) -> "Detections":
         """Only the detections with ``score >= min_score``."""
         keep = self.scores >= min_score

@@ -79,21 +79,22 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
       The report dict written to ``metrics.json`` (keys ``coco``, ``thresholds``,
       ``best_threshold``, ``confusion_matrix``, ``plots``, ``checkpoint``, ``data``).
     Raises:
-      ConfigError / CheckpointError: not a trained run folder; OdError: no data.
+      ConfigError / CheckpointError: not a trained run folder; LabelMapError: its label map
+        does not fit its checkpoint; OdError: no data.
     """
     from od import atomic, metrics, plots
     from od.config import shard_pattern
-    from od.model import Predictor, latest_checkpoint, load_run
+    from od.model import Predictor
 
-    cfg, lm = load_run(model_dir)
     pattern = shard_pattern(str(data), "test")
     predictor = Predictor.from_run(model_dir)
+    cfg, lm = predictor.cfg, predictor.label_map
     gts, dets = run_on_records(predictor, pattern, max_images, progress)
     report = metrics.evaluation_report(gts, dets, lm, iou=cfg.eval.iou_threshold,
                                        min_score=cfg.eval.min_score)
     out = Path(out) if out else Path(model_dir) / "eval"
     report["plots"] = {k: str(v) for k, v in plots.write_report(report, out).items()}
-    report["checkpoint"] = latest_checkpoint(model_dir)
+    report["checkpoint"] = predictor.checkpoint
     report["data"] = pattern
     atomic.write_json(out / "metrics.json", report)
     return report

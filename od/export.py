@@ -157,9 +157,7 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
             _frozen_graph(module, tmp / "frozen_inference_graph.pb")
             checks.append(_compare("frozen_graph", ref,
                                    run_frozen_graph(tmp / "frozen_inference_graph.pb", image)))
-        n = int(ref["num_detections"][0])
-        ref_det = Detections.make(ref["detection_boxes"][0, :n], ref["detection_scores"][0, :n],
-                                  ref["detection_classes"][0, :n], image.shape[1], image.shape[0])
+        ref_det = Detections.from_outputs(ref, image.shape[1], image.shape[0])
         for fmt, path in tflite.write(cfg, ckpt, tmp, formats, calibration_images).items():
             checks.append(tflite.check(fmt, path, image, ref_det, cfg.model.nms_iou_threshold))
         shutil.copy(Path(model_dir) / "label_map.pbtxt", tmp / "label_map.pbtxt")

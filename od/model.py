@@ -174,26 +174,27 @@ class Predictor:
     """Runs a model in memory on single images (used for evaluation during and after training).
 
     Call with a uint8 numpy image [H, W, 3] (RGB) → :class:`Detections` normalised to that image.
+    ``cfg``, ``label_map`` and ``checkpoint`` say what runs (the last two set by ``from_run``).
     """
 
-    def __init__(self, cfg: config_lib.PipelineConfig, model):
+    def __init__(self, cfg: config_lib.PipelineConfig, model, label_map=None,
+                 checkpoint: str = ""):
         import tensorflow as tf
 
+        self.cfg, self.label_map, self.checkpoint = cfg, label_map, checkpoint
         self._module = detection_module(cfg, model, batch_size=1)
         self._fn = tf.function(self._module.serve, input_signature=[
             tf.TensorSpec([1, None, None, 3], tf.uint8)], reduce_retracing=True)
 
     @classmethod
     def from_run(cls, model_dir: str | os.PathLike) -> "Predictor":
-        cfg, _ = load_run(model_dir)
+        """The newest checkpoint of a run folder (``load_run`` checks and errors)."""
+        cfg, lm = load_run(model_dir)
+        checkpoint = latest_checkpoint(model_dir)
         model = build_model(cfg)
-        restore(model, latest_checkpoint(model_dir))
-        return cls(cfg, model)
+        restore(model, checkpoint)
+        return cls(cfg, model, lm, checkpoint)
 
     def __call__(self, image: np.ndarray) -> Detections:
         out = self._fn(np.asarray(image, np.uint8)[None])
-        n = int(out["num_detections"][0])
-        h, w = image.shape[:2]
-        return Detections.make(out["detection_boxes"][0, :n].numpy(),
-                               out["detection_scores"][0, :n].numpy(),
-                               out["detection_classes"][0, :n].numpy(), w, h)
+        return Detections.from_outputs(out, image.shape[1], image.shape[0])

@@ -34,10 +34,6 @@ from od.errors import CheckpointError, ConfigError  # noqa: E402
 from od import model as model_lib  # noqa: E402
 from od.model import PIPELINE_FILE  # noqa: E402
 
-#: The checkpoint parts each ``train.fine_tune_checkpoint_type`` restores (config.FINE_TUNE_MODULES).
-_NEEDS = {"backbone": {"backbone"}, "detector": {"backbone", "decoder"},
-          "full": {"backbone", "decoder", "head"}}
-
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -115,7 +111,8 @@ def _check_init_checkpoint(ckpt: str, cfg: config_lib.PipelineConfig, lm) -> Non
     class head that fits the label map. Raises CheckpointError / LabelMapError."""
     info = model_lib.inspect_checkpoint(ckpt)
     kind = cfg.train.fine_tune_checkpoint_type
-    need = set(_NEEDS[kind]) - ({"decoder"} if cfg.model.decoder == "identity" else set())
+    need = set(config_lib.FINE_TUNE_PARTS[kind]) - (
+        {"decoder"} if cfg.model.decoder == "identity" else set())
     missing = need - info.modules
     if missing:
         has = ", ".join(sorted(info.modules)) or "none of backbone, decoder, head"
@@ -272,7 +269,7 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
         if not (ckpt and _is_restore_error(e)):
             raise
         kind = cfg.train.fine_tune_checkpoint_type
-        parts = ", ".join(sorted(_NEEDS[kind]))
+        parts = ", ".join(config_lib.FINE_TUNE_PARTS[kind])
         raise CheckpointError(f"train.fine_tune_checkpoint {ckpt!r}: its {parts} do not fit "
                               f"this model ({cfg.model.backbone} {cfg.model.backbone_id}, "
                               f"{cfg.model.decoder} decoder): {str(e)[:300]}. Use a checkpoint "

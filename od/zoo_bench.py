@@ -2,8 +2,8 @@
 
 Each detector is built the way ``od train ... model=NAME`` builds it: the ``model`` section of the
 entry's pipeline config in ``configs/`` (``od.config.apply_zoo_model``) → ``od.model.build_model``
-(Model Garden's RetinaNet factory), COCO's 91 classes, at its input size, with random weights (the network's speed does not depend on them), and called
-in inference mode (``training=False``; box decoding and NMS included, ``nms_version`` :data:`NMS`)
+(Model Garden's RetinaNet factory), COCO's 91 classes, at its input size, with random weights
+(the network's speed does not depend on them), and called in inference mode (``training=False``; box decoding and NMS included, ``nms_version`` :data:`NMS`)
 inside a ``tf.function``. After a warm-up call (tracing) the median wall time of ``repeats`` calls
 gives ms/image at batch 1 and images/s at batch 8. Random weights leave few boxes above the score
 threshold, so the NMS share is a lower bound.

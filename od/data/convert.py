@@ -339,15 +339,11 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
 def _run_jobs(jobs: list, workers: int, progress: bool) -> list:
     bar = tqdm(total=len(jobs), unit="shard", disable=not progress, desc="convert")
     try:
-        if workers > 1 and len(jobs) > 1:
-            reports = []
-            for rep in parallel.imap(_encode_shard, jobs, min(workers, len(jobs))):
-                reports.append(rep)
-                bar.update()
-            return reports
+        results = (parallel.imap(_encode_shard, jobs, min(workers, len(jobs)))
+                   if workers > 1 and len(jobs) > 1 else map(_encode_shard, jobs))
         reports = []
-        for j in jobs:
-            reports.append(_encode_shard(j))
+        for rep in results:
+            reports.append(rep)
             bar.update()
         return reports
     finally:
