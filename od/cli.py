@@ -208,8 +208,8 @@ def _add_zoo_commands(sub) -> None:
     c.set_defaults(func=_zoo_download)
     c = zsub.add_parser("benchmark", help="measure detector latency/throughput on this machine")
     c.add_argument("names", nargs="*", help="zoo detector names (default: all detectors)")
-    c.add_argument("--out", help="speed JSON to update (default: $OD_ZOO_SPEEDS, else the "
-                                 "package's zoo_speeds.json)")
+    c.add_argument("--out", help="speed JSON to update (default: $OD_ZOO_SPEEDS, else "
+                                 "zoo_speeds.json in the od cache; never the package's file)")
     c.add_argument("--repeats", type=int, help="timed calls per batch size (default: adaptive)")
     c.add_argument("--input-size", type=int, help="override every input size (pixels)")
     c.set_defaults(func=_zoo_benchmark)
@@ -222,9 +222,11 @@ def _zoo_list(a) -> None:
 
 def _zoo_select(a) -> None:
     from od import zoo
+    speeds = zoo.load_speeds([a.speeds]) if a.speeds else zoo.load_speeds()
     e = zoo.select(zoo.ZOO, max_latency_ms=a.max_latency_ms, min_ap=a.min_ap, batch=a.batch,
-                   speeds=zoo.load_speeds([a.speeds]) if a.speeds else None)
+                   speeds=speeds)
     print(e.name)
+    print(zoo.describe(e, speeds, a.batch), file=sys.stderr)
 
 
 def _zoo_download(a) -> None:

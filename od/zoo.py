@@ -3,8 +3,11 @@
 ``ZOO`` lists the pretrained checkpoints Model Garden publishes that fit the detectors `od` builds
 (RetinaNet), with the published figures (COCO box AP on val2017, ImageNet top-1, params, GFLOPs)
 copied from the Model Garden docs named in each entry's ``source``. Speed is never copied: it is
-measured by :func:`od.zoo_bench.benchmark` and stored in ``od/zoo_speeds.json`` (figures shipped
-for a reference machine, labelled with it) or in a user file (``OD_ZOO_SPEEDS``).
+measured by :func:`od.zoo_bench.benchmark`: the package ships ``od/zoo_speeds.json`` (figures of a
+reference machine, labelled with it, never rewritten), and `od zoo benchmark` writes this machine's
+figures to the user file :func:`user_speeds_path` (``$OD_ZOO_SPEEDS``, else the od cache). Where both
+have a figure, the one measured on this machine wins, and :func:`describe` says which machine a
+latency comes from.
 
 :func:`select` is a pure function of a table and speed records; :func:`list_table` renders both.
 Downloads live in :mod:`od.download`. Nothing here imports TensorFlow.
@@ -27,8 +30,10 @@ _QAT_DOC = "official/projects/qat/vision/README.md"
 
 #: The speed figures shipped with the package (measured on a reference machine).
 SHIPPED_SPEEDS = Path(__file__).with_name("zoo_speeds.json")
-#: Environment variable naming a user speed file; `od zoo benchmark` writes there when set.
+#: Environment variable naming the user speed file (default: ``<od cache>/zoo_speeds.json``).
 SPEEDS_ENV = "OD_ZOO_SPEEDS"
+#: ``SpeedRecord.origin`` of a figure measured on this machine / on another one.
+HERE, ELSEWHERE = "this machine", "another machine"
 
 
 @dataclass(frozen=True)
@@ -167,10 +172,37 @@ class SpeedRecord:
     repeats: int
     date: str
     note: str = ""
+    origin: str = ""   # HERE / ELSEWHERE, set by load_speeds ('' when not known)
 
     @property
     def measured(self) -> bool:
         return self.latency_ms is not None
+
+
+def user_speeds_path() -> Path:
+    """This machine's speed file, which `od zoo benchmark` updates: ``$OD_ZOO_SPEEDS``, else
+    ``zoo_speeds.json`` in the od cache (``$OD_CACHE_DIR``, else ``~/.cache/od``). Never a file
+    inside the installed package."""
+    env = os.environ.get(SPEEDS_ENV)
+    if env:
+        return Path(env).expanduser()
+    from od.download import cache_root  # od.download imports this module
+    return cache_root() / "zoo_speeds.json"
+
+
+def cpu_label() -> str:
+    """``'<n>-core CPU (<model>'``: the start of the machine label of a CPU measurement made
+    here (:func:`od.zoo_bench.machine_label` appends the TensorFlow version). No TF import."""
+    import platform
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()}-core CPU ({model}"
 
 
 def read_speeds(path: str | os.PathLike) -> list[SpeedRecord]:
@@ -195,21 +227,28 @@ def read_speeds(path: str | os.PathLike) -> list[SpeedRecord]:
 
 
 def load_speeds(paths: Iterable[str | os.PathLike] | None = None) -> list[SpeedRecord]:
-    """All records of ``paths`` (default: the user file named by ``OD_ZOO_SPEEDS``, then the
-    shipped reference file). For each (name, batch) the first file wins, and within a file the
-    newest date. Raises ZooError on a malformed file."""
+    """One record per (name, batch) from ``paths`` (default: :func:`user_speeds_path`, then the
+    shipped reference file), each with ``origin`` HERE or ELSEWHERE.
+
+    A record is HERE when it comes from the default user file (written by `od zoo benchmark` on
+    this machine) or its machine label starts with :func:`cpu_label`. For each (name, batch) the
+    preference is: measured here, then the earlier file, then measured at all, then the newest
+    date. Raises ZooError on a malformed file."""
+    user = None
     if paths is None:
-        paths = [p for p in (os.environ.get(SPEEDS_ENV), SHIPPED_SPEEDS) if p]
-    best: dict[tuple[str, int], SpeedRecord] = {}
-    for path in paths:
-        found: dict[tuple[str, int], SpeedRecord] = {}
+        user = user_speeds_path()
+        paths = [user, SHIPPED_SPEEDS]
+    here = cpu_label()
+    best: dict[tuple[str, int], tuple] = {}
+    for rank, path in enumerate(paths):
         for r in read_speeds(path):
+            is_here = (user is not None and Path(path) == user) or r.machine.startswith(here)
+            r = dataclasses.replace(r, origin=HERE if is_here else ELSEWHERE)
+            key = (is_here, -rank, r.measured, r.date)
             k = (r.name, r.batch)
-            if k not in found or (r.measured, r.date) > (found[k].measured, found[k].date):
-                found[k] = r
-        for k, r in found.items():
-            best.setdefault(k, r)
-    return list(best.values())
+            if k not in best or key > best[k][0]:
+                best[k] = (key, r)
+    return [r for _, r in best.values()]
 
 
 def _speed_index(speeds: Iterable[SpeedRecord], batch: int) -> dict[str, SpeedRecord]:
@@ -289,6 +328,31 @@ def select(table: Sequence[ZooEntry] = ZOO, *, max_latency_ms: float | None = No
     return min(ap_ok, key=lambda e: (ms(e), -e.coco_ap, e.name))
 
 
+def describe(entry: ZooEntry, speeds: Iterable[SpeedRecord] | None = None, batch: int = 1) -> str:
+    """One line saying ``entry``'s AP, its latency at ``batch`` and the machine that latency was
+    measured on (this one or another), e.g. for `od zoo select`. When the detectors' figures come
+    from different machines, a second sentence says so, since their latencies then compare
+    machines as much as models. ``speeds`` defaults to :func:`load_speeds`."""
+    speeds = load_speeds() if speeds is None else list(speeds)
+    by_name = _speed_index(speeds, batch)
+    s = by_name.get(entry.name)
+    if s is None:
+        line = f"{entry.name}: COCO AP {entry.coco_ap}, speed not measured at batch {batch}"
+    else:
+        where = ("this machine" if s.origin == HERE else
+                 "another machine (shipped reference figures; `od zoo benchmark "
+                 f"{entry.name}` measures it here)" if s.origin == ELSEWHERE else "")
+        line = (f"{entry.name}: COCO AP {entry.coco_ap}, {s.latency_ms:.1f} ms/image at batch "
+                f"{batch}, measured on {s.machine}" + (f" = {where}" if where else ""))
+    origins = {r.origin for r in by_name.values()}
+    if HERE in origins and ELSEWHERE in origins:
+        here = sorted(n for n, r in by_name.items() if r.origin == HERE)
+        line += (f". Note: only {', '.join(here)} measured on this machine; the other latencies "
+                 "are from another machine, so the comparison mixes machines (run `od zoo "
+                 "benchmark` to measure all here)")
+    return line
+
+
 # ---- the table ---------------------------------------------------------------------------------
 def _num(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
@@ -314,6 +378,8 @@ def list_table(table: Sequence[ZooEntry] = ZOO,
             "n/a" if s1 else "-")
         ips = _num(s8.images_per_s, ".2f") if s8 and s8.measured else ("n/a" if s8 else "-")
         where = (s1 or s8).machine if (s1 or s8) else ""
+        if where and (s1 or s8).origin == HERE:
+            where += " [this machine]"
         rows.append((e.name, e.init, str(e.input_size), ap, _num(e.params_m, "g"),
                      _num(e.gflops, "g"), lat, ips, where))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Callable, Iterable, Sequence
 
 from od import atomic
 from od.errors import ZooError
-from od.zoo import SHIPPED_SPEEDS, SPEEDS_ENV, ZOO, SpeedRecord, ZooEntry, get, read_speeds
+from od.zoo import (SPEEDS_ENV, ZOO, SpeedRecord, ZooEntry, cpu_label, get, read_speeds,
+                    user_speeds_path)
 
 #: Post-processing measured: 'batched' (tf.image.combined_non_max_suppression). Model Garden's
 #: default 'v2' (and 'v1') take 1.5-3 s per image on a 2-core CPU whatever the network, which
@@ -32,21 +32,13 @@ NMS = "batched"
 
 def machine_label() -> str:
     """'GPU: <name> (TF x)' when TensorFlow sees a GPU, else '<n>-core CPU (<model>, TF x)'
-    with the CPU model from /proc/cpuinfo."""
+    with the CPU model from /proc/cpuinfo (:func:`od.zoo.cpu_label`)."""
     import tensorflow as tf
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         return f"GPU: {details.get('device_name', gpus[0].name)} (TF {tf.__version__})"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core CPU ({model}, TF {tf.__version__})"
+    return f"{cpu_label()}, TF {tf.__version__})"
 
 
 #: Classes of the COCO detectors' heads (Model Garden's COCO label ids up to 90 + background).
@@ -176,9 +168,9 @@ def benchmark(names: Iterable[str] | None = None, *, batch_sizes: Sequence[int] 
 
 
 def default_out() -> Path:
-    """Where `od zoo benchmark` writes: ``$OD_ZOO_SPEEDS`` when set, else the shipped file."""
-    env = os.environ.get(SPEEDS_ENV)
-    return Path(env) if env else SHIPPED_SPEEDS
+    """Where `od zoo benchmark` writes: :func:`od.zoo.user_speeds_path` (``$OD_ZOO_SPEEDS``, else
+    the od cache), never the package's shipped reference file."""
+    return user_speeds_path()
 
 
 def write_speeds(records: Sequence[SpeedRecord], path: str | os.PathLike | None = None) -> Path:

@@ -475,3 +475,43 @@ def test_benchmark_smoke(tmp_path):
     assert zoo.load_speeds([p]) and not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(ZooError, match="backbone checkpoint"):
         zoo_bench.benchmark(["resnet50_imagenet"], log=None)
+
+
+# ---- where speeds come from and go (issue 10) ---------------------------------------------------
+def test_benchmark_writes_user_cache_never_the_package(tmp_path, monkeypatch):
+    from od import zoo_bench
+    monkeypatch.delenv(zoo.SPEEDS_ENV, raising=False)
+    monkeypatch.setenv("OD_CACHE_DIR", str(tmp_path / "cache"))
+    assert zoo_bench.default_out() == tmp_path / "cache" / "zoo_speeds.json"
+    assert zoo.SHIPPED_SPEEDS not in (zoo_bench.default_out(), zoo.user_speeds_path())
+    monkeypatch.setenv(zoo.SPEEDS_ENV, str(tmp_path / "mine.json"))
+    assert zoo_bench.default_out() == tmp_path / "mine.json"
+
+
+def test_select_prefers_this_machine_and_says_where(tmp_path, monkeypatch):
+    from od.zoo_bench import write_speeds
+    monkeypatch.setenv("OD_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(zoo.SPEEDS_ENV, raising=False)
+    user = write_speeds([_s("retinanet_mobilenetv2_coco", 12.0, machine="my GPU box")],
+                        zoo.user_speeds_path())
+    assert user == tmp_path / "zoo_speeds.json"
+    speeds = {r.name: r for r in zoo.load_speeds() if r.batch == 1}
+    mine = speeds["retinanet_mobilenetv2_coco"]
+    assert mine.latency_ms == 12.0 and mine.origin == zoo.HERE  # beats the shipped figure
+    other = speeds["retinanet_resnet50_fpn_coco"]
+    assert other.origin == zoo.ELSEWHERE                         # only shipped: another machine
+    line = zoo.describe(zoo.get("retinanet_mobilenetv2_coco"))
+    assert "12.0 ms/image" in line and "my GPU box = this machine" in line
+    assert "mixes machines" in line                             # the rest is from elsewhere
+    assert "another machine" in zoo.describe(zoo.get("retinanet_resnet50_fpn_coco"))
+    assert "[this machine]" in zoo.list_table()
+
+
+def test_cli_select_prints_name_then_origin(tmp_path, monkeypatch, capsys):
+    from od.cli import main
+    monkeypatch.setenv("OD_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(zoo.SPEEDS_ENV, raising=False)
+    assert main(["zoo", "select", "--max-latency-ms", "40"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "retinanet_mobilenetv2_coco"
+    assert "measured on" in err and "another machine" in err
