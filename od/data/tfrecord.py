@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from od.data import values
 from od.data.records import ImageAnnotation, ObjectBox, ReadResult
 from od.data.tfrecord_io import Example, iter_records, write_records
 from od.errors import AnnotationError
@@ -215,7 +216,8 @@ def read_annotations(path: str | os.PathLike, images_dir=None) -> ReadResult:
       file name (``split_of``). Labels missing from ``class/text`` are taken from a
       ``label_map.pbtxt`` beside the records, else the id as text.
     Raises:
-      AnnotationError: see ``read``.
+      AnnotationError: see ``read``; no examples at all; a size or class id out of range
+        (``od.data.values``).
     """
     files = record_files(path)
     lm_path = files[0].parent / "label_map.pbtxt"
@@ -228,6 +230,10 @@ def read_annotations(path: str | os.PathLike, images_dir=None) -> ReadResult:
         split = split_of(fn)
         for k, raw in enumerate(iter_records(fn)):
             d = parse_example(raw, f"{fn}#{k}")
+            values.image_size(d.record.width, d.record.height, f"{fn}#{k}: image/width, height")
+            for cid in d.class_ids:
+                if cid:
+                    values.class_id(cid, f"{fn}#{k}: image/object/class/label")
             base = PurePosixPath(str(d.record.image_path).replace("\\", "/")).name
             if base in ("", ".", ".."):
                 base = f"{d.source_id or k}.{d.image_format or 'jpg'}"
@@ -237,6 +243,9 @@ def read_annotations(path: str | os.PathLike, images_dir=None) -> ReadResult:
             records.append(d.record.replace(image_path=fn.parent / base, boxes=boxes,
                                             split=split))
             class_names.extend(b.label for b in boxes if b.label not in class_names)
+    if not records:
+        raise AnnotationError(f"{path}: the TFRecord file(s) {', '.join(f.name for f in files)} "
+                              "hold no examples. Check the path, or convert the dataset again.")
     return ReadResult(records, class_names)
 
 
