@@ -10,10 +10,11 @@ picture, and Roboflow's default "auto-orient" writes it turned with the tag remo
 every image upright (and ``od detect`` reads images upright), so boxes drawn on the stored pixels
 are moved with the image (``od.boxes.exif_transform``). Which picture the boxes belong to:
 
-- ``'auto'``: the annotation's width x height decides: equal to the stored pixels' (and not the
-  turned picture's) → the stored pixels, boxes moved; equal to the turned picture's → boxes kept;
-  neither → ``size_mismatch``. A square image (or a 180° turn, or a mirror) gives no clue: its boxes
-  are taken to be on the stored pixels, the OD API's and LabelImg's convention. AutoML CSV states
+- ``'auto'``: the annotation's width x height decides: equal to the stored pixels' (and not
+  the turned picture's) → the stored pixels, boxes moved; equal to the turned picture's → boxes
+  kept; neither → ``size_mismatch``. Where both sizes are equal (a square image, or a 180° turn
+  or a mirror) nothing tells: the boxes are taken to be on the stored pixels, the OD API's and
+  LabelImg's convention (``--exif displayed`` says otherwise). AutoML CSV states
   no size; its records carry the stored size, so they follow the same convention.
 - ``'stored'``: always the stored pixels (a size that is not theirs is ``size_mismatch``).
 - ``'displayed'``: always the turned picture, as the tool showed it (size checked likewise).
