@@ -159,7 +159,38 @@ REFUSED = [
     ("workers-negative", voc, ["--workers", "-2"], ["workers=-2"]),
     ("split-bad-sum", voc, ["--split", "0.5,0.6"], ["0.5,0.6", "sum to 1"]),
     ("split-not-numbers", voc, ["--split", "a,b,c"], ["a,b,c", "not numbers"]),
+    ("split-nan", voc, ["--split", "nan,0,0"], ["nan,0,0", "sum to 1"]),
+    ("coco-iscrowd-text", lambda t: _coco_patch(t, '"iscrowd": "yes"'), [],
+     ["a.json", "annotation 1", "'yes'"]),
+    ("coco-empty-category-name", lambda t: _coco_patch(t, None, '"name": " "'), [],
+     ["a.json", "empty name"]),
+    ("tfrecord-nan-box", lambda t: _tfrecord_with(t, float("nan")), [],
+     ["train.tfrecord", "not finite"]),
+    ("tfrecord-huge-width", lambda t: _tfrecord_with(t, 0.5, width=10**9), [],
+     ["train.tfrecord", "1,000,000,000"]),
 ]
+
+
+def _coco_patch(tmp: Path, ann_extra: str | None, cat_name: str | None = None) -> list[str]:
+    args = coco(tmp)
+    p = Path(args[-1])
+    text = p.read_text()
+    if ann_extra:
+        text = text.replace('"bbox": [2, 2, 10, 10]', f'"bbox": [2, 2, 10, 10], {ann_extra}')
+    if cat_name:
+        text = text.replace('"name": "cat"', cat_name)
+    p.write_text(text)
+    return args
+
+
+def _tfrecord_with(tmp: Path, ymin: float, width: int = 32) -> list[str]:
+    from od.data.records import ImageAnnotation, ObjectBox
+    _img(tmp / "a.jpg")
+    rec = ImageAnnotation(tmp / "a.jpg", width, 32, (ObjectBox(ymin, 0.1, 0.6, 0.6, "cat"),))
+    ex = tfrecord.make_example(rec, (tmp / "a.jpg").read_bytes(), "jpeg", [1], 1, "a.jpg")
+    (tmp / "rec").mkdir()
+    tfrecord.write_shard(tmp / "rec" / "train.tfrecord", [ex])
+    return ["--format", "tfrecord", "--annotations", str(tmp / "rec")]
 
 
 def _second_voc(tmp: Path, name: str) -> list[str]:

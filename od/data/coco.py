@@ -109,7 +109,10 @@ def read_file(json_path: Path, images_dir: Path, split: str | None = None) -> Re
         if cid in cats:
             raise AnnotationError(f"{where}: category id {cid} is used twice (also by "
                                   f"{cats[cid]!r}); give every category its own id.")
-        cats[cid] = _field(c, "name", str, where)
+        cats[cid] = _field(c, "name", str, where).strip()
+        if not cats[cid]:
+            raise AnnotationError(f"{where}: the category has an empty name; name it (it becomes "
+                                  "the class name).")
     if not data["images"]:
         raise AnnotationError(f"{json_path}: 'images' is empty: the export holds no images. "
                               "Re-export the dataset, or leave this file out.")
@@ -141,6 +144,9 @@ def read_file(json_path: Path, images_dir: Path, split: str | None = None) -> Re
                 all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
             raise AnnotationError(f"{where}: 'bbox' is {bbox!r}; expected [x, y, width, height] "
                                   "in pixels.")
+        crowd = ann.get("iscrowd") or 0
+        if isinstance(crowd, str) or crowd not in (0, 1):
+            raise AnnotationError(f"{where}: 'iscrowd' is {crowd!r}; expected 0 or 1.")
         im = images[iid]
         x, y, bw, bh = (values.finite(v, f"'bbox' {bbox!r}", where) for v in bbox)
         if bw < 0 or bh < 0:
@@ -148,7 +154,7 @@ def read_file(json_path: Path, images_dir: Path, split: str | None = None) -> Re
                                   "COCO boxes are [x, y, width, height] with width, height >= 0.")
         im["boxes"].append(ObjectBox(y / im["h"], x / im["w"], (y + bh) / im["h"],
                                      (x + bw) / im["w"], cats[cid],
-                                     is_crowd=bool(ann.get("iscrowd", 0))))
+                                     is_crowd=bool(crowd)))
         used.add(cid)
     records = [ImageAnnotation(images[i]["path"], images[i]["w"], images[i]["h"],
                                tuple(images[i]["boxes"]), source=f"{json_path}: image {i}",
