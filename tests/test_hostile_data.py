@@ -248,6 +248,13 @@ def test_voc_size_zero_or_missing_is_taken_from_the_image_and_reported_once(tmp_
     assert capsys.readouterr().out.count("had no image size") == 1
 
 
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_csv_with_a_byte_order_mark_is_read(tmp_path, encoding):
+    args = csv(tmp_path, (HEADER + "a.jpg,32,32,café,2,2,20,20\n").encode(encoding))
+    summary, _ = _convert(tmp_path, args)
+    assert summary["boxes_per_class"] == {"café": {"train": 1}}
+
+
 def test_case_clash_is_accepted_when_the_label_map_lists_both(tmp_path):
     args = csv(tmp_path, "a.jpg,32,32,Raccoon,2,2,20,20\na.jpg,32,32,raccoon,4,4,20,20\n")
     (tmp_path / "lm.pbtxt").write_text("item { id: 1 name: 'Raccoon' } item { id: 2 name: 'raccoon' }")

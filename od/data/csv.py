@@ -34,7 +34,8 @@ def _num(row: dict, key: str, where: str) -> float:
 
 
 def read_text(path: Path, what: str = "CSV") -> str:
-    """The text of a UTF-8 (optionally BOM-prefixed) file.
+    """The text of a UTF-8 file (with or without a byte-order mark), or of a UTF-16 file that
+    starts with its byte-order mark (Excel's "Unicode" export; the mark makes it unambiguous).
 
     Raises:
       AnnotationError: unreadable, or not UTF-8: the message gives the line and the bytes, and
@@ -46,6 +47,9 @@ def read_text(path: Path, what: str = "CSV") -> str:
     except OSError as e:
         raise AnnotationError(f"{path}: cannot read {what} ({e.strerror}).") from None
     try:
+        utf32 = data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"))
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")) and not utf32:
+            return data.decode("utf-16")
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
