@@ -365,3 +365,22 @@ def test_exif_size_matching_neither_is_a_named_mismatch(tmp_path, capsys):
     assert main(["data", "convert", *args, "--out", str(tmp_path / "out"), "--workers", "1"]) == 2
     err = capsys.readouterr().err
     assert "a.xml" in err and "40x40" in err and "EXIF orientation 6" in err
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_transform_matches_pillow_exif_transpose(orientation):
+    from PIL import ImageOps
+
+    from od.boxes import exif_transform
+    a = np.zeros((30, 40), np.uint8)
+    a[3:12, 8:20] = 255  # box ymin,xmin,ymax,xmax = 0.1, 0.2, 0.4, 0.5 of the stored pixels
+    img = Image.fromarray(a)
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, "PNG", exif=exif.tobytes())
+    up = np.asarray(ImageOps.exif_transpose(Image.open(buf)))
+    ys, xs = np.nonzero(up)
+    h, w = up.shape
+    want = (ys.min() / h, xs.min() / w, (ys.max() + 1) / h, (xs.max() + 1) / w)
+    assert np.allclose(exif_transform([(0.1, 0.2, 0.4, 0.5)], orientation)[0], want, atol=1e-6)
