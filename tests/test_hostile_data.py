@@ -120,6 +120,9 @@ REFUSED = [
     ("csv-not-utf8", lambda t: csv(t, (HEADER + "caf\xe9.jpg,32,32,cat,2,2,20,20\n").encode("latin-1")),
      [], ["a.csv:2", "not UTF-8", "xe9"]),
     ("csv-no-rows", lambda t: csv(t, ""), [], ["a.csv", "no rows"]),
+    ("csv-unicode-form-clash", lambda t: csv(t, "a.jpg,32,32,caf\u00e9,2,2,20,20\n"
+                                                "a.jpg,32,32,cafe\u0301,4,4,20,20\n"), [],
+     ["a.csv:2", "letter case or Unicode form"]),
     ("csv-case-clash", lambda t: csv(t, "a.jpg,32,32,Raccoon,2,2,20,20\n"
                                         "a.jpg,32,32,raccoon,4,4,20,20\n"), [],
      ["'Raccoon'", "'raccoon'", "a.csv:2", "letter case"]),
@@ -166,6 +169,8 @@ REFUSED = [
      ["a.json", "empty name"]),
     ("tfrecord-nan-box", lambda t: _tfrecord_with(t, float("nan")), [],
      ["train.tfrecord", "not finite"]),
+    ("tfrecord-box-outside", lambda t: _tfrecord_with(t, -0.5), [],
+     ["train.tfrecord", "outside"]),
     ("tfrecord-huge-width", lambda t: _tfrecord_with(t, 0.5, width=10**9), [],
      ["train.tfrecord", "1,000,000,000"]),
 ]
@@ -186,8 +191,9 @@ def _coco_patch(tmp: Path, ann_extra: str | None, cat_name: str | None = None) -
 def _tfrecord_with(tmp: Path, ymin: float, width: int = 32) -> list[str]:
     from od.data.records import ImageAnnotation, ObjectBox
     _img(tmp / "a.jpg")
-    rec = ImageAnnotation(tmp / "a.jpg", width, 32, (ObjectBox(ymin, 0.1, 0.6, 0.6, "cat"),))
+    rec = ImageAnnotation(tmp / "a.jpg", width, 32, (ObjectBox(0.1, 0.1, 0.6, 0.6, "cat"),))
     ex = tfrecord.make_example(rec, (tmp / "a.jpg").read_bytes(), "jpeg", [1], 1, "a.jpg")
+    ex.features.feature[tfrecord.YMIN].float_list.value[0] = ymin  # as a foreign tool wrote it
     (tmp / "rec").mkdir()
     tfrecord.write_shard(tmp / "rec" / "train.tfrecord", [ex])
     return ["--format", "tfrecord", "--annotations", str(tmp / "rec")]

@@ -24,6 +24,7 @@ Every image whose boxes were moved is counted in summary.json (``fixes.exif_boxe
 from __future__ import annotations
 
 import math
+import unicodedata
 from pathlib import Path
 
 from od.boxes import exif_transform
@@ -74,8 +75,8 @@ def check_not_empty(read: ReadResult, annotations, label_map_given: bool = False
 
 def check_case_clashes(records: list[ImageAnnotation], wanted: set[str] | None = None) -> None:
     """An AnnotationError naming both spellings and where each is used when two class names
-    differ only by letter case (``Raccoon`` and ``raccoon`` would become two classes that split
-    one object's examples). Names that a user-given label map lists both of (``wanted``) are
+    differ only by letter case or Unicode form (``Raccoon`` and ``raccoon``, or a composed and a
+    decomposed ``café``, would become two classes that split one object's examples). Names that a user-given label map lists both of (``wanted``) are
     taken as meant.
 
     The fix is the user's: rename in the annotations, or give ``--label-map`` listing both
@@ -85,7 +86,7 @@ def check_case_clashes(records: list[ImageAnnotation], wanted: set[str] | None =
     first: dict[str, tuple[str, str]] = {}
     for r in records:
         for b in r.boxes:
-            key = b.label.casefold()
+            key = unicodedata.normalize("NFKC", b.label).casefold()
             if key not in first:
                 first[key] = (b.label, r.source)
                 continue
@@ -93,8 +94,8 @@ def check_case_clashes(records: list[ImageAnnotation], wanted: set[str] | None =
             if other != b.label and not (wanted and {other, b.label} <= wanted):
                 raise AnnotationError(
                     f"class names {other!r} ({where}) and {b.label!r} ({r.source}) differ only "
-                    "by letter case, so they would become two classes. Rename one spelling in "
-                    "the annotations; if they really are different classes, pass a --label-map "
+                    "by letter case or Unicode form, so they would become two classes. Rename one "
+                    "spelling in the annotations; if they really are different classes, pass a --label-map "
                     "that lists both.")
 
 

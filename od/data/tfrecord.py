@@ -71,10 +71,18 @@ def make_example(record: ImageAnnotation, encoded: bytes, image_format: str, cla
       filename: name stored in ``image/filename``.
     Returns:
       an ``Example`` message; ``.SerializeToString()`` gives the record bytes.
+    Raises:
+      AnnotationError: a box coordinate outside [0, 1] or NaN (a last guard: readers and
+        ``check_boxes`` refuse or clip these first).
     """
+    boxes = record.boxes
+    if not all(0.0 <= v <= 1.0 for b in boxes for v in b.yxyx):  # NaN fails too
+        bad = next(b for b in boxes if not all(0.0 <= v <= 1.0 for v in b.yxyx))
+        raise AnnotationError(f"{record.source or filename}: box {bad.label!r} "
+                              f"ymin,xmin,ymax,xmax={bad.yxyx} is not inside [0, 1]; only "
+                              "validated boxes (od.data.validate.check_boxes) can be stored.")
     ex = Example()
     feat = ex.features.feature
-    boxes = record.boxes
     for key, values in ((ENCODED, [encoded]), (FORMAT, [image_format.encode()]),
                         (FILENAME, [filename.encode()]), (SOURCE_ID, [str(source_id).encode()]),
                         (KEY_SHA256, [hashlib.sha256(encoded).hexdigest().encode()]),
