@@ -76,8 +76,8 @@ def check_not_empty(read: ReadResult, annotations, label_map_given: bool = False
 def check_case_clashes(records: list[ImageAnnotation], wanted: set[str] | None = None) -> None:
     """An AnnotationError naming both spellings and where each is used when two class names
     differ only by letter case or Unicode form (``Raccoon`` and ``raccoon``, or a composed and a
-    decomposed ``café``, would become two classes that split one object's examples). Names that a user-given label map lists both of (``wanted``) are
-    taken as meant.
+    decomposed ``café``, would become two classes that split one object's examples). Names that
+    a user-given label map lists both of (``wanted``) are taken as meant.
 
     The fix is the user's: rename in the annotations, or give ``--label-map`` listing both
     names if they really are different classes. `od` does not merge them itself: which spelling
@@ -95,8 +95,8 @@ def check_case_clashes(records: list[ImageAnnotation], wanted: set[str] | None =
                 raise AnnotationError(
                     f"class names {other!r} ({where}) and {b.label!r} ({r.source}) differ only "
                     "by letter case or Unicode form, so they would become two classes. Rename one "
-                    "spelling in the annotations; if they really are different classes, pass a --label-map "
-                    "that lists both.")
+                    "spelling in the annotations; if they really are different classes, pass a "
+                    "--label-map that lists both.")
 
 
 def place_boxes(record: ImageAnnotation, enc: EncodedImage, exif: str = "auto"
