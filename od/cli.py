@@ -69,8 +69,8 @@ def _data_convert(a) -> None:
     s = convert(a.annotations, a.out, format=a.format, images=a.images, label_map=a.label_map,
                 split=a.split, seed=a.seed, box_policy="clip" if a.clip_boxes else "error",
                 skip_invalid=a.skip_invalid, workers=a.workers, to=a.to, dedupe=a.dedupe,
-                balance=a.balance, verify=a.verify, progress=sys.stderr.isatty(),
-                shard_bytes=max(1, int(a.shard_mb * 1024 * 1024)), exif=a.exif)
+                balance=a.balance, verify=a.verify, shard_bytes=int(a.shard_mb * 1024 * 1024),
+                progress=sys.stderr.isatty(), exif=a.exif)
     j = s.to_json()
     print(json.dumps({k: j[k] for k in ("images", "boxes_per_class", "negative_images",
                                         "skipped_count", "skipped_by_reason", "removed_count",
