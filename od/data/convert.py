@@ -68,7 +68,9 @@ class InvalidDataError(OdError):
 class ConvertSummary:
     """What ``convert`` wrote. ``skipped`` (invalid items) and ``removed`` (duplicates and
     balancing): dicts ``{item, reason, message}``; ``duplicates``: see od.data.duplicates.report;
-    ``class_balance``: see od.data.balance.class_balance."""
+    ``class_balance``: see od.data.balance.class_balance; ``fixes``: counts of repairs made
+    (clipped/dropped/duplicate boxes, sizes taken from images, EXIF boxes turned, re-encoded
+    images); ``notes``: one human line per kind of repair (the CLI prints them)."""
 
     out_dir: Path
     images: dict = field(default_factory=dict)
