@@ -55,3 +55,26 @@ def normalized_to_xywh(boxes, width: int, height: int) -> np.ndarray:
     xyxy = denormalize_to_xyxy(boxes, width, height)
     return np.stack([xyxy[:, 0], xyxy[:, 1], xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]],
                     axis=1).reshape(-1, 4)
+
+
+def exif_transform(boxes, orientation: int) -> np.ndarray:
+    """Move normalised ``[ymin, xmin, ymax, xmax]`` boxes drawn on an image's stored pixels onto
+    the same image turned upright by its EXIF ``orientation`` (1-8, as ``PIL.ImageOps.
+    exif_transpose`` turns it: 2 mirror, 3 rotate 180°, 4 flip, 5 transpose, 6 rotate 90°
+    clockwise, 7 transverse, 8 rotate 90° counter-clockwise).
+
+    Returns:
+      float32 [N, 4] normalised ``[ymin, xmin, ymax, xmax]`` on the upright image.
+    """
+    b = _as_array(boxes)
+    y0, x0, y1, x1 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    # a point (x, y) of the stored image lands at (X, Y) of the upright one
+    point = {1: lambda x, y: (x, y), 2: lambda x, y: (1 - x, y),
+             3: lambda x, y: (1 - x, 1 - y), 4: lambda x, y: (x, 1 - y),
+             5: lambda x, y: (y, x), 6: lambda x, y: (1 - y, x),
+             7: lambda x, y: (1 - y, 1 - x), 8: lambda x, y: (y, 1 - x)}[orientation]
+    xa, ya = point(x0, y0)
+    xb, yb = point(x1, y1)
+    out = np.stack([np.minimum(ya, yb), np.minimum(xa, xb), np.maximum(ya, yb),
+                    np.maximum(xa, xb)], axis=1)
+    return out.astype(np.float32).reshape(-1, 4)

@@ -44,6 +44,10 @@ def _add_data_commands(sub) -> None:
                    help="full: decode every pixel of every image to find corrupt data")
     c.add_argument("--shard-mb", type=float, default=100.0, help="target MB per TFRecord shard")
     c.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
+    c.add_argument("--exif", choices=["auto", "stored", "displayed"], default="auto",
+                   help="boxes of an EXIF-rotated image are drawn on its stored pixels or on the "
+                        "turned picture; auto: decided by the annotated size, square images as "
+                        "stored (see od.data.guards)")
     c.set_defaults(func=_data_convert)
     i = dsub.add_parser("inspect", help="summary.json and PNG plots of a dataset")
     i.add_argument("data", help="a converted TFRecord folder, or an annotation source with "
@@ -57,12 +61,16 @@ def _add_data_commands(sub) -> None:
 
 
 def _data_convert(a) -> None:
+    import math
     from od.data.convert import convert
+    if not math.isfinite(a.shard_mb) or a.shard_mb <= 0:
+        raise OdError(f"--shard-mb {a.shard_mb:g}: give a size in MB greater than 0, e.g. "
+                      "--shard-mb 100.")
     s = convert(a.annotations, a.out, format=a.format, images=a.images, label_map=a.label_map,
                 split=a.split, seed=a.seed, box_policy="clip" if a.clip_boxes else "error",
                 skip_invalid=a.skip_invalid, workers=a.workers, to=a.to, dedupe=a.dedupe,
                 balance=a.balance, verify=a.verify, shard_bytes=int(a.shard_mb * 1024 * 1024),
-                progress=sys.stderr.isatty())
+                progress=sys.stderr.isatty(), exif=a.exif)
     j = s.to_json()
     print(json.dumps({k: j[k] for k in ("images", "boxes_per_class", "negative_images",
                                         "skipped_count", "skipped_by_reason", "removed_count",
@@ -71,6 +79,8 @@ def _data_convert(a) -> None:
     if dup.get("duplicate_images"):
         print(f"{dup['duplicate_images']} duplicate image(s) by {dup['method']} "
               f"({dup['removed']} removed); see summary.json")
+    for note in j.get("notes", []):
+        print(note)
     print(f"wrote {a.out}/ ({a.to}, label_map.pbtxt, summary.json)")
 
 

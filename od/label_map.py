@@ -49,6 +49,10 @@ def _build_messages():
 
 StringIntLabelMap = _build_messages()
 
+MAX_ID = 100_000
+"""Largest class id accepted (the same bound as ``od.data.values.MAX_CLASS_ID``): a detector has
+``max_id + 1`` outputs, so an id of 2,000,000,000 would ask for terabytes of weights."""
+
 
 @dataclass(frozen=True)
 class LabelMapItem:
@@ -69,7 +73,7 @@ class LabelMap:
     """An ordered set of classes with ids from 1 (0 is background).
 
     Raises:
-      LabelMapError: on construction, if an id is < 1 or an id or name repeats.
+      LabelMapError: on construction, if an id is < 1 or > ``MAX_ID``, or an id or name repeats.
     """
 
     items: tuple[LabelMapItem, ...]
@@ -82,6 +86,11 @@ class LabelMap:
                 raise LabelMapError(
                     f"{self.source}: label map id {it.id} (name {it.name!r}) is invalid: id 0 is "
                     "reserved for the background class; number classes from 1.")
+            if it.id > MAX_ID:
+                raise LabelMapError(
+                    f"{self.source}: label map id {it.id:,} (name {it.name!r}) is too large: a "
+                    f"model has one output per id up to the largest, so od accepts ids up to "
+                    f"{MAX_ID:,}. Number the classes 1, 2, 3...")
             if it.id in seen_ids:
                 raise LabelMapError(f"{self.source}: id {it.id} is used by both {seen_ids[it.id]!r} "
                                     f"and {it.name!r}; give every class its own id.")
@@ -174,6 +183,9 @@ def read(path: str | os.PathLike) -> LabelMap:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise LabelMapError(f"cannot read label map {path}: {e.strerror}.") from None
+    except UnicodeDecodeError as e:
+        raise LabelMapError(f"{path}: the label map is not UTF-8 text (byte offset {e.start}). "
+                            "Save it as UTF-8.") from None
     return parse(text, str(path))
 
 

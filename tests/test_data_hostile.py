@@ -94,7 +94,7 @@ def test_tfrecord_filename_never_writes_outside_the_output(tmp_path):
 def test_bomb_in_a_dataset_is_reported_by_name(tmp_path, monkeypatch):
     from od.data import images
     make_image(tmp_path / "big.png", (300, 300), fmt="PNG")
-    write_voc(tmp_path, "big.png", 300, 300)
+    write_voc(tmp_path, "big.png", 300, 300, objects=[("cat", 1, 1, 9, 9, 0, 0)])
     monkeypatch.setattr(images, "MAX_PIXELS", 200 * 200)
     s = convert(tmp_path, tmp_path / "out", split="1,0,0", workers=1, skip_invalid=True)
     assert s.skipped[0]["reason"] == "undecodable_image"

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from od import atomic
 from od.data.images import probe
+from od.data import values
+from od.data.csv import read_text
 from od.data.paths import resolve_under
 from od.data.records import ImageAnnotation, ObjectBox, ReadResult
 from od.errors import AnnotationError, ImageError
@@ -59,7 +61,8 @@ def _num(cell: str, where: str, col: int) -> float | None:
         value = float(cell)
     except ValueError:
         raise AnnotationError(f"{where}: column {col + 1} is {cell!r}, not a number.") from None
-    return value
+    return values.finite(value, f"column {col + 1}", where,
+                         "Coordinates are fractions of the image size, from 0 to 1.")
 
 
 def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = None) -> ReadResult:
@@ -84,12 +87,7 @@ def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = Non
     if path.is_dir():
         path = path / CSV_NAME
     images_dir = Path(images_dir) if images_dir else path.parent
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise AnnotationError(f"{path}: cannot read CSV ({e.strerror}).") from None
-    except UnicodeDecodeError:
-        raise AnnotationError(f"{path}: not a UTF-8 text file.") from None
+    text = read_text(path, "AutoML CSV")
     by_path: dict[str, dict] = {}
     for line, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         where = f"{path}:{line}"
@@ -126,8 +124,8 @@ def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = Non
     records, names = [], []
     for raw, e in by_path.items():
         image_path = _resolve(images_dir, raw, e["where"])
-        try:
-            width, height = probe(image_path)
+        try:  # the stored pixels' size: boxes are taken to be on them (od.data.convert, EXIF)
+            width, height = probe(image_path, upright=False)
         except ImageError:
             width = height = 0  # reported by name when the image is encoded
         records.append(ImageAnnotation(image_path, width, height, tuple(e["boxes"]),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from od import atomic
 from od.boxes import normalized_to_xywh
+from od.data import values
 from od.data.paths import resolve_under
 from od.data.records import ImageAnnotation, ObjectBox, ReadResult
 from od.errors import AnnotationError
@@ -77,7 +78,7 @@ def _load(path: Path) -> dict:
 def _field(obj: dict, key: str, kind, where: str):
     value = obj.get(key) if isinstance(obj, dict) else None
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return value  # an int stays exact (ids); checked by od.data.values
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if kind is str and isinstance(value, str):
@@ -94,22 +95,36 @@ def read_file(json_path: Path, images_dir: Path, split: str | None = None) -> Re
       ``is_crowd`` from ``iscrowd``; class names = categories used by at least one annotation,
       in category-id order.
     Raises:
-      AnnotationError: malformed JSON or entries, an annotation naming an unknown image or
-        category (the message gives the file, the annotation id and the value).
+      AnnotationError: malformed JSON or entries, no images, an annotation naming an unknown
+        image or category, NaN/infinite numbers, sizes or ids out of range (``od.data.values``;
+        a width written ``2048.0`` is accepted), repeated ids (the message gives the file, the
+        annotation id and the value).
       UnsafePathError: a ``file_name`` escapes ``images_dir``.
     """
     data = _load(json_path)
     cats = {}
     for c in data["categories"]:
         where = f"{json_path}: category {c!r}"
-        cats[_field(c, "id", int, where)] = _field(c, "name", str, where)
+        cid = values.class_id(_field(c, "id", float, where), where, low=0)
+        if cid in cats:
+            raise AnnotationError(f"{where}: category id {cid} is used twice (also by "
+                                  f"{cats[cid]!r}); give every category its own id.")
+        cats[cid] = _field(c, "name", str, where).strip()
+        if not cats[cid]:
+            raise AnnotationError(f"{where}: the category has an empty name; name it (it becomes "
+                                  "the class name).")
+    if not data["images"]:
+        raise AnnotationError(f"{json_path}: 'images' is empty: the export holds no images. "
+                              "Re-export the dataset, or leave this file out.")
     images, order = {}, []
     for im in data["images"]:
         where = f"{json_path}: image {im.get('id') if isinstance(im, dict) else im!r}"
-        iid = _field(im, "id", int, where)
-        w, h = _field(im, "width", int, where), _field(im, "height", int, where)
-        if w <= 0 or h <= 0:
-            raise AnnotationError(f"{where}: size {w}x{h} is not positive; fix width/height.")
+        iid = values.image_id(_field(im, "id", float, where), where)
+        if iid in images:
+            raise AnnotationError(f"{where}: image id {iid} is used twice; give every image its "
+                                  "own id.")
+        w, h = values.image_size(_field(im, "width", float, where),
+                                 _field(im, "height", float, where), where)
         name = _field(im, "file_name", str, where)
         images[iid] = {"name": name, "w": w, "h": h, "boxes": [],
                        "path": resolve_under(images_dir, name, source=where)}
@@ -117,7 +132,8 @@ def read_file(json_path: Path, images_dir: Path, split: str | None = None) -> Re
     used = set()
     for ann in data.get("annotations") or []:
         where = f"{json_path}: annotation {ann.get('id') if isinstance(ann, dict) else ann!r}"
-        iid, cid = _field(ann, "image_id", int, where), _field(ann, "category_id", int, where)
+        iid = values.image_id(_field(ann, "image_id", float, where), where)
+        cid = values.class_id(_field(ann, "category_id", float, where), where, low=0)
         if iid not in images:
             raise AnnotationError(f"{where}: image_id {iid} is not in 'images'; fix the export.")
         if cid not in cats:
@@ -128,11 +144,17 @@ def read_file(json_path: Path, images_dir: Path, split: str | None = None) -> Re
                 all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
             raise AnnotationError(f"{where}: 'bbox' is {bbox!r}; expected [x, y, width, height] "
                                   "in pixels.")
+        crowd = ann.get("iscrowd") or 0
+        if isinstance(crowd, str) or crowd not in (0, 1):
+            raise AnnotationError(f"{where}: 'iscrowd' is {crowd!r}; expected 0 or 1.")
         im = images[iid]
-        x, y, bw, bh = (float(v) for v in bbox)
+        x, y, bw, bh = (values.finite(v, f"'bbox' {bbox!r}", where) for v in bbox)
+        if bw < 0 or bh < 0:
+            raise AnnotationError(f"{where}: 'bbox' {bbox!r} has a negative width or height; "
+                                  "COCO boxes are [x, y, width, height] with width, height >= 0.")
         im["boxes"].append(ObjectBox(y / im["h"], x / im["w"], (y + bh) / im["h"],
                                      (x + bw) / im["w"], cats[cid],
-                                     is_crowd=bool(ann.get("iscrowd", 0))))
+                                     is_crowd=bool(crowd)))
         used.add(cid)
     records = [ImageAnnotation(images[i]["path"], images[i]["w"], images[i]["h"],
                                tuple(images[i]["boxes"]), source=f"{json_path}: image {i}",

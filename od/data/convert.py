@@ -28,14 +28,14 @@ from tqdm import tqdm
 
 from od import atomic
 from od import label_map as label_map_lib
-from od.data import automl, coco, duplicates, parallel, tfrecord, voc
+from od.data import automl, coco, duplicates, guards, parallel, tfrecord, voc
 from od.data import balance as balance_lib
 from od.data import csv as csv_reader
 from od.data.images import encode_for_training
 from od.data.records import SPLITS, ImageAnnotation, ReadResult
 from od.data.split import DEFAULT_RATIOS, assign_splits
 from od.data.tfrecord import shard_name
-from od.data.validate import Problem, check_boxes, check_size
+from od.data.validate import Problem, check_boxes
 from od.errors import ImageError, OdError
 
 READERS = {
@@ -68,7 +68,9 @@ class InvalidDataError(OdError):
 class ConvertSummary:
     """What ``convert`` wrote. ``skipped`` (invalid items) and ``removed`` (duplicates and
     balancing): dicts ``{item, reason, message}``; ``duplicates``: see od.data.duplicates.report;
-    ``class_balance``: see od.data.balance.class_balance."""
+    ``class_balance``: see od.data.balance.class_balance; ``fixes``: counts of repairs made
+    (clipped/dropped/duplicate boxes, sizes taken from images, EXIF boxes turned, re-encoded
+    images); ``notes``: one human line per kind of repair (the CLI prints them)."""
 
     out_dir: Path
     images: dict = field(default_factory=dict)
@@ -82,6 +84,7 @@ class ConvertSummary:
     removed: list = field(default_factory=list)
     format: str = ""
     to: str = "tfrecord"
+    notes: list = field(default_factory=list)
 
     def to_json(self) -> dict:
         reasons = Counter(s["reason"] for s in self.skipped)
@@ -91,7 +94,7 @@ class ConvertSummary:
                 "skipped_count": len(self.skipped), "skipped_by_reason": dict(reasons),
                 "skipped": self.skipped, "fixes": self.fixes, "duplicates": self.duplicates,
                 "class_balance": self.class_balance, "removed_count": len(self.removed),
-                "removed": self.removed}
+                "removed": self.removed, "notes": self.notes}
 
 
 def _parse_source(entry) -> tuple[str | None, Path]:
@@ -131,21 +134,22 @@ def read_annotations(annotations, format: str = "voc", images=None) -> ReadResul
 def _encode_shard(args):
     """Worker: encode and validate the job's images, then write them (a TFRecord shard, or image
     files for the other targets). Returns ``(source_id, problem, reencoded, sha256, name)`` per
-    item."""
+    item, and the record with its boxes moved onto the upright image where EXIF asked for it
+    (else None)."""
     import hashlib
 
-    target, path, items, verify = args
+    target, path, items, verify, exif = args
     examples, report = [], []
     for source_id, record, class_ids, name in items:
         try:
             enc = encode_for_training(record.image_path, record.image_data, verify=verify)
         except ImageError as e:
             reason = "missing_image" if "not found" in str(e) else "undecodable_image"
-            report.append((source_id, Problem(reason, str(e)), "", "", name))
+            report.append((source_id, Problem(reason, str(e)), "", "", name, None))
             continue
-        problem = check_size(record, enc.width, enc.height)
+        record, problem, moved = guards.place_boxes(record, enc, exif)
         if problem:
-            report.append((source_id, problem, "", "", name))
+            report.append((source_id, problem, "", "", name, None))
             continue
         if Path(name).suffix.lower() not in (".jpg", ".jpeg"):  # stored bytes are JPEG
             name = str(Path(name).with_suffix(".jpg"))
@@ -158,7 +162,7 @@ def _encode_shard(args):
             out = Path(path) / name
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(enc.data)
-        report.append((source_id, None, enc.reencoded, digest, name))
+        report.append((source_id, None, enc.reencoded, digest, name, record if moved else None))
     if target == "tfrecord":
         tfrecord.write_shard(path, examples)
     return report
@@ -233,8 +237,8 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
             split=DEFAULT_RATIOS, seed: int = 0, box_policy: str = "error",
             skip_invalid: bool = False, shard_bytes: int = DEFAULT_SHARD_BYTES,
             workers: int | None = None, to: str = "tfrecord", dedupe: bool = False,
-            balance: str | None = None, verify: str = "fast", progress: bool = False
-            ) -> ConvertSummary:
+            balance: str | None = None, verify: str = "fast", progress: bool = False,
+            exif: str = "auto") -> ConvertSummary:
     """Convert annotations to TFRecord shards (or another format), a label map and a summary.
 
     Args:
@@ -254,19 +258,28 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
       balance: None, or ``'undersample'`` (od.data.balance.undersample).
       verify: ``'fast'`` or ``'full'`` image check (od.data.images.encode_for_training).
       progress: show a tqdm progress bar over the written jobs.
+      exif: which picture the boxes of an EXIF-rotated image are drawn on: ``'auto'``,
+        ``'stored'`` or ``'displayed'`` (od.data.guards explains the rule).
     Returns:
-      ConvertSummary (also written as ``summary.json``).
+      ConvertSummary (also written as ``summary.json``). ``fixes`` counts what was repaired:
+      ``duplicate_boxes`` (dropped), ``size_from_image``, ``exif_boxes_rotated``,
+      ``clipped_boxes``, ``dropped_boxes``, ``reencoded_images``; ``notes`` has one line each.
     Raises:
       InvalidDataError: some images are invalid and ``skip_invalid`` is False; the message lists
         each (file, reason, fix). Nothing is written then.
-      OdError: unknown format or target; the readers' errors.
+      OdError: unknown format or target, impossible options (od.data.guards.check_options);
+        the readers' errors; no images or no boxes at all; class names that differ only by case.
     """
     if to not in TARGETS:
         raise OdError(f"unknown output format {to!r}; choose one of {', '.join(TARGETS)}.")
+    guards.check_options(shard_bytes=shard_bytes, workers=workers, split=split, exif=exif,
+                         verify=verify)
     out = Path(out)
     read = read_annotations(annotations, format, images)
+    guards.check_not_empty(read, guards.first_source(annotations), bool(label_map))
     lm = (label_map_lib.read(label_map) if label_map
           else label_map_lib.LabelMap.from_names(sorted(read.class_names)))
+    guards.check_case_clashes(read.records, set(lm.names) if label_map else None)
     workers = workers or os.cpu_count() or 1
     checked, skipped, problems, fixes, dup_report, removed = _prepare(
         read, lm, box_policy=box_policy, dedupe=dedupe, balance_policy=balance, split=split,
@@ -287,14 +300,20 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
             if to == "tfrecord":
                 files = [shard_name(sp, i, len(shards)) for i in range(len(shards))]
                 summary.shards[sp] = files
-                jobs.extend(("tfrecord", tmp / n, s, verify) for n, s in zip(files, shards))
+                jobs.extend(("tfrecord", tmp / n, s, verify, exif)
+                            for n, s in zip(files, shards))
             else:
                 folder = tmp / WRITERS[to].image_folder(sp)
-                jobs.extend((to, folder, s, verify) for s in shards)
+                jobs.extend((to, folder, s, verify, exif) for s in shards)
         reports = _run_jobs(jobs, workers, progress)
         reencoded, digests, written = 0, {}, []
+        fixes["size_from_image"] = sum(r.size_from_image for r in checked)
+        fixes["exif_boxes_rotated"] = 0
         for report in reports:
-            for sid, problem, why, digest, name in report:
+            for sid, problem, why, digest, name, moved in report:
+                if moved is not None:
+                    by_id[sid] = moved
+                    fixes["exif_boxes_rotated"] += 1
                 rec = by_id[sid]
                 if problem:
                     problems.append(problem)
@@ -330,6 +349,7 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
         summary.removed = removed
         summary.skipped = skipped
         summary.fixes = dict(fixes, reencoded_images=reencoded)
+        summary.notes = guards.notes({"fixes": summary.fixes})
         summary.format, summary.to = format, to
         label_map_lib.write(lm, tmp / "label_map.pbtxt")
         atomic.write_json(tmp / "summary.json", summary.to_json())

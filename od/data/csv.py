@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from od import atomic
+from od.data import values
 from od.data.paths import resolve_under
 from od.data.records import ImageAnnotation, ObjectBox, ReadResult
 from od.errors import AnnotationError
@@ -26,9 +27,36 @@ PIXEL_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax",
 def _num(row: dict, key: str, where: str) -> float:
     raw = (row.get(key) or "").strip()
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise AnnotationError(f"{where}: column {key!r} is {raw!r}, not a number.") from None
+    return values.finite(value, f"column {key!r}", where)
+
+
+def read_text(path: Path, what: str = "CSV") -> str:
+    """The text of a UTF-8 file (with or without a byte-order mark), or of a UTF-16 file that
+    starts with its byte-order mark (Excel's "Unicode" export; the mark makes it unambiguous).
+
+    Raises:
+      AnnotationError: unreadable, or not UTF-8: the message gives the line and the bytes, and
+        how to re-save the file (a CSV from Excel on Windows is often cp1252/latin-1; guessing
+        the encoding could silently turn file names into names that do not exist).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise AnnotationError(f"{path}: cannot read {what} ({e.strerror}).") from None
+    try:
+        utf32 = data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"))
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")) and not utf32:
+            return data.decode("utf-16")
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise AnnotationError(
+            f"{path}:{line}: the {what} is not UTF-8 text (bytes {data[e.start:e.end + 3]!r} at "
+            f"offset {e.start}). Save it as UTF-8 (in Excel: 'CSV UTF-8'; or run "
+            f"iconv -f cp1252 -t utf-8 {path.name} > fixed.csv).") from None
 
 
 def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = None) -> ReadResult:
@@ -51,11 +79,8 @@ def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = Non
     if path.is_dir():
         return _read_folder(path, images_dir)
     images_dir = Path(images_dir) if images_dir else path.parent
-    try:
-        f = open(path, newline="", encoding="utf-8-sig")
-    except OSError as e:
-        raise AnnotationError(f"{path}: cannot read CSV ({e.strerror}).") from None
-    with f:
+    text = read_text(path)
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in PIXEL_COLUMNS if c not in header]
@@ -69,9 +94,8 @@ def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = Non
         for line, row in enumerate(reader, start=2):
             where = f"{path}:{line}"
             name = (row["filename"] or "").strip()
-            width, height = int(_num(row, "width", where)), int(_num(row, "height", where))
-            if width <= 0 or height <= 0:
-                raise AnnotationError(f"{where}: image size {width}x{height} is not positive.")
+            width, height = values.image_size(_num(row, "width", where),
+                                              _num(row, "height", where), where)
             entry = by_name.setdefault(name, {"size": (width, height), "boxes": [], "where": where})
             if entry["size"] != (width, height):
                 raise AnnotationError(

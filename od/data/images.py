@@ -2,8 +2,29 @@
 
 Baseline JPEGs in RGB or grayscale are passed through byte for byte (no re-encoding loss, the same
 bytes the OD API's converters store). Anything training would see wrongly is decoded with Pillow
-and re-encoded as JPEG (quality 95): PNG (alpha composited on black), CMYK, palette images, an
-EXIF-rotated JPEG (rotated upright), or a file whose extension lies about its format.
+and re-encoded as 8-bit RGB JPEG (quality 95): PNG (alpha composited on black), CMYK, palette
+images, an EXIF-rotated JPEG (rotated upright), or a file whose extension lies about its format.
+So a TFRecord never holds a 16-bit PNG, which ``tf.io.decode_image`` would read as 16-bit
+samples (and ``decode_jpeg``/``decode_png(dtype=uint8)`` truncate).
+
+Pixel modes (``to_rgb``; the same function serves convert, inspect and detect):
+
+=============================  ===============================================================
+``RGB``, ``L``, ``1``          as is (``1``: black/white)
+``CMYK``, ``YCbCr``            Pillow's conversion to RGB
+``RGBA``, ``LA``, ``P``,       alpha (or a palette's transparency) composited on black
+``PA``, ``La``, ``RGBa``
+``I;16``, ``I;16B``, ...       16-bit grey: divided by 257 (65535 → 255, the format's full range,
+                               as image viewers show it), never clipped to white
+``I`` (32-bit int)             values in 0..255 kept, in 0..65535 divided by 257 (Pillow opens
+                               some 16-bit PNGs so); other ranges are refused by name
+``F`` (32-bit float)           values in [0, 1] times 255, in [0, 255] kept; else refused
+anything else                  refused by name (ImageError)
+=============================  ===============================================================
+
+EXIF orientation: images are stored and shown upright (``ImageOps.exif_transpose``).
+``EncodedImage.orientation`` says what was applied, so ``od.data.convert`` can move boxes that
+were drawn on the stored (unrotated) pixels along with the image (see ``od.boxes.exif_transform``).
 
 Pillow's decompression-bomb guard is kept on (``MAX_PIXELS``); a larger image is an ImageError.
 """
@@ -16,6 +37,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from od.errors import ImageError
@@ -33,6 +55,8 @@ class EncodedImage:
       format: ``'jpeg'``.
       width, height: size in pixels of the image as stored (after any EXIF rotation).
       reencoded: why the original bytes were not kept (``''`` if they were).
+      orientation: the EXIF orientation (1-8) of the file, already applied to ``data``; 1 when
+        upright. ``stored_size`` is the size of the file's pixels before that rotation.
     """
 
     data: bytes
@@ -40,6 +64,13 @@ class EncodedImage:
     width: int
     height: int
     reencoded: str = ""
+    orientation: int = 1
+
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        if self.orientation in (5, 6, 7, 8):
+            return self.height, self.width
+        return self.width, self.height
 
 
 def _open(path: Path, data: bytes) -> Image.Image:
@@ -69,8 +100,9 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         raise ImageError(f"{path}: cannot read image ({e.strerror}).") from None
 
 
-def probe(path: str | os.PathLike) -> tuple[int, int]:
-    """Return the ``(width, height)`` in pixels of the upright image, reading only its header.
+def probe(path: str | os.PathLike, upright: bool = True) -> tuple[int, int]:
+    """Return the ``(width, height)`` in pixels of the upright image (``upright=False``: of the
+    stored pixels, EXIF orientation ignored), reading only its header.
 
     Raises:
       ImageError: missing, unreadable or undecodable file, or a decompression bomb.
@@ -78,7 +110,7 @@ def probe(path: str | os.PathLike) -> tuple[int, int]:
     path = Path(path)
     img = _open(path, read_bytes(path))
     w, h = img.size
-    if _orientation(img) in (5, 6, 7, 8):
+    if upright and _orientation(img) in (5, 6, 7, 8):
         w, h = h, w
     return w, h
 
@@ -115,22 +147,27 @@ def encode_for_training(path: str | os.PathLike, data: bytes | None = None, *,
     path = Path(path)
     data = read_bytes(path) if data is None else data
     img = _open(path, data)
+    orientation = _orientation(img)
+    orientation = orientation if 1 <= orientation <= 8 else 1
     reason = ""
     if img.format != "JPEG":
         reason = f"{img.format or 'unknown'} image"
     elif img.mode not in ("RGB", "L"):
         reason = f"{img.mode} JPEG"
-    elif _orientation(img) != 1:
+    elif orientation != 1:
         reason = "EXIF-rotated JPEG"
     if not reason and verify == "fast" and _is_complete_jpeg(data):
         return EncodedImage(data, "jpeg", img.width, img.height)
     _load(path, img)
     if not reason:
         return EncodedImage(data, "jpeg", img.width, img.height)
-    upright = to_rgb(img)
+    if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
+        reason = f"{img.mode} (high bit depth) {img.format or 'image'}, scaled to 8 bits"
+    upright = to_rgb(img, path)
     buf = io.BytesIO()
     upright.save(buf, format="JPEG", quality=95)
-    return EncodedImage(buf.getvalue(), "jpeg", upright.width, upright.height, reason)
+    return EncodedImage(buf.getvalue(), "jpeg", upright.width, upright.height, reason,
+                        orientation)
 
 
 def _load(path: Path, img: Image.Image) -> None:
@@ -141,15 +178,57 @@ def _load(path: Path, img: Image.Image) -> None:
                          "re-export the file, or remove it from the annotations.") from None
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """The pixels training sees: EXIF-rotated upright, RGB, transparency composited on black."""
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+_ALPHA = ("RGBA", "LA", "P", "PA", "RGBa", "La")
+_PLAIN = ("RGB", "L", "1", "CMYK", "YCbCr")
+
+
+def _to_8bit(img: Image.Image, path) -> Image.Image:
+    """A 16-bit, 32-bit int or float grey image as 8-bit ``L`` (rules in the module doc)."""
+    a = np.asarray(img)
+    if img.mode in _SIXTEEN_BIT:
+        a = a.astype(np.float64) / 257.0
+    else:
+        a = a.astype(np.float64)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0:
+            raise _mode_error(path, img.mode, f"values {lo}..{hi}")
+        if img.mode == "F" and hi <= 1.0:
+            a = a * 255.0
+        elif hi > 255 and (img.mode == "F" or hi > 65535):
+            raise _mode_error(path, img.mode, f"values {lo:g}..{hi:g}")
+        elif hi > 255:
+            a = a / 257.0
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
+def _mode_error(path, mode: str, detail: str = "") -> ImageError:
+    return ImageError(f"{path or 'image'}: pixel mode {mode!r}"
+                      + (f" ({detail})" if detail else "") + " has no unambiguous 8-bit RGB "
+                      "form. Convert the image to 8-bit RGB (or 16-bit grey) PNG or JPEG.")
+
+
+def to_rgb(img: Image.Image, path=None) -> Image.Image:
+    """The pixels training sees: EXIF-rotated upright, 8-bit RGB, transparency composited on
+    black, high bit depths scaled (module doc). ``path`` names the image in errors.
+
+    Raises:
+      ImageError: a pixel mode with no unambiguous RGB form (the message names it).
+    """
     upright = ImageOps.exif_transpose(img)
-    if upright.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
+    mode = upright.mode
+    if mode in _SIXTEEN_BIT or mode in ("I", "F"):
+        return _to_8bit(upright, path).convert("RGB")
+    if mode in _ALPHA:
+        if mode == "P" and "transparency" not in upright.info:
+            return upright.convert("RGB")
         upright = upright.convert("RGBA")
         canvas = Image.new("RGB", upright.size, (0, 0, 0))
         canvas.paste(upright, mask=upright.getchannel("A"))
         return canvas
-    return upright.convert("RGB")
+    if mode in _PLAIN:
+        return upright.convert("RGB")
+    raise _mode_error(path, mode)
 
 
 def decode_rgb(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
@@ -162,7 +241,7 @@ def decode_rgb(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
     data = read_bytes(path) if data is None else data
     img = _open(path, data)
     _load(path, img)
-    return to_rgb(img)
+    return to_rgb(img, path)
 
 
 def pixel_md5(path: str | os.PathLike, data: bytes | None = None) -> str:

@@ -51,6 +51,8 @@ class ImageAnnotation:
       split: ``'train'``, ``'val'``, ``'test'`` where the source defines the split, else None.
       image_data: the encoded image bytes when the source holds them (a TFRecord); then
         ``image_path`` names the image but need not exist. None: read ``image_path``.
+      size_from_image: True when the source gave no size (a VOC ``<size>`` of 0x0 or missing)
+        and ``width``/``height`` were read from the image file (counted in summary.json).
     """
 
     image_path: Path
@@ -60,6 +62,7 @@ class ImageAnnotation:
     source: str = ""
     split: str | None = None
     image_data: bytes | None = field(default=None, repr=False, compare=False)
+    size_from_image: bool = field(default=False, compare=False)
 
     @property
     def labels(self) -> list[str]:

@@ -21,7 +21,7 @@ def parse_ratios(text: str | tuple | list) -> tuple[float, float, float]:
     """``'0.8,0.1,0.1'`` → (0.8, 0.1, 0.1). Two numbers mean no test split.
 
     Raises:
-      OdError: not 2-3 non-negative numbers summing to 1 (±0.001).
+      OdError: not 2-3 numbers in [0, 1] (NaN refused) summing to 1 (±0.001).
     """
     parts = text.split(",") if isinstance(text, str) else list(text)
     try:
@@ -30,7 +30,7 @@ def parse_ratios(text: str | tuple | list) -> tuple[float, float, float]:
         raise OdError(f"split ratios {text!r} are not numbers; write e.g. 0.8,0.1,0.1.") from None
     if len(vals) == 2:
         vals.append(0.0)
-    if len(vals) != 3 or any(v < 0 for v in vals) or abs(sum(vals) - 1) > 1e-3:
+    if len(vals) != 3 or not all(0 <= v <= 1 for v in vals) or abs(sum(vals) - 1) > 1e-3:
         raise OdError(f"split ratios {text!r} must be 2 or 3 non-negative numbers "
                       "(train,val[,test]) that sum to 1, e.g. 0.8,0.1,0.1.")
     return tuple(vals)

@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from od.data import values
 from od.data.records import ImageAnnotation, ObjectBox, ReadResult
 from od.data.tfrecord_io import Example, iter_records, write_records
 from od.errors import AnnotationError
@@ -70,10 +71,18 @@ def make_example(record: ImageAnnotation, encoded: bytes, image_format: str, cla
       filename: name stored in ``image/filename``.
     Returns:
       an ``Example`` message; ``.SerializeToString()`` gives the record bytes.
+    Raises:
+      AnnotationError: a box coordinate outside [0, 1] or NaN (a last guard: readers and
+        ``check_boxes`` refuse or clip these first).
     """
+    boxes = record.boxes
+    if not all(0.0 <= v <= 1.0 for b in boxes for v in b.yxyx):  # NaN fails too
+        bad = next(b for b in boxes if not all(0.0 <= v <= 1.0 for v in b.yxyx))
+        raise AnnotationError(f"{record.source or filename}: box {bad.label!r} "
+                              f"ymin,xmin,ymax,xmax={bad.yxyx} is not inside [0, 1]; only "
+                              "validated boxes (od.data.validate.check_boxes) can be stored.")
     ex = Example()
     feat = ex.features.feature
-    boxes = record.boxes
     for key, values in ((ENCODED, [encoded]), (FORMAT, [image_format.encode()]),
                         (FILENAME, [filename.encode()]), (SOURCE_ID, [str(source_id).encode()]),
                         (KEY_SHA256, [hashlib.sha256(encoded).hexdigest().encode()]),
@@ -215,7 +224,8 @@ def read_annotations(path: str | os.PathLike, images_dir=None) -> ReadResult:
       file name (``split_of``). Labels missing from ``class/text`` are taken from a
       ``label_map.pbtxt`` beside the records, else the id as text.
     Raises:
-      AnnotationError: see ``read``.
+      AnnotationError: see ``read``; no examples at all; a size or class id out of range
+        (``od.data.values``).
     """
     files = record_files(path)
     lm_path = files[0].parent / "label_map.pbtxt"
@@ -228,6 +238,10 @@ def read_annotations(path: str | os.PathLike, images_dir=None) -> ReadResult:
         split = split_of(fn)
         for k, raw in enumerate(iter_records(fn)):
             d = parse_example(raw, f"{fn}#{k}")
+            values.image_size(d.record.width, d.record.height, f"{fn}#{k}: image/width, height")
+            for cid in d.class_ids:
+                if cid:
+                    values.class_id(cid, f"{fn}#{k}: image/object/class/label")
             base = PurePosixPath(str(d.record.image_path).replace("\\", "/")).name
             if base in ("", ".", ".."):
                 base = f"{d.source_id or k}.{d.image_format or 'jpg'}"
@@ -237,6 +251,9 @@ def read_annotations(path: str | os.PathLike, images_dir=None) -> ReadResult:
             records.append(d.record.replace(image_path=fn.parent / base, boxes=boxes,
                                             split=split))
             class_names.extend(b.label for b in boxes if b.label not in class_names)
+    if not records:
+        raise AnnotationError(f"{path}: the TFRecord file(s) {', '.join(f.name for f in files)} "
+                              "hold no examples. Check the path, or convert the dataset again.")
     return ReadResult(records, class_names)
 
 

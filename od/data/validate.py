@@ -7,11 +7,16 @@ Reasons (``Problem.reason``, used as keys in the convert summary):
 - ``box_outside_image``: a box extends beyond [0, 1] by more than ``tolerance`` (normalised).
 - ``degenerate_box``: a box of zero or negative width/height (after clipping).
 - ``unknown_class``: a box label that is not in the given label map.
+- ``invalid_box``: a coordinate that is NaN or infinite (readers refuse these where they parse
+  them; this catches records that arrive already parsed, e.g. from a TFRecord).
 
-Boxes that stick out by at most ``tolerance`` (1 pixel) are clipped silently and counted.
+Boxes that stick out by at most ``tolerance`` (1 pixel) are clipped silently and counted. A box
+that repeats an earlier box of the same image exactly (same class, same coordinates: e.g. a
+duplicated CSV row) is dropped and counted as ``duplicate_boxes``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from od.data.records import ImageAnnotation, ObjectBox
@@ -46,14 +51,24 @@ def check_boxes(record: ImageAnnotation, label_map: LabelMap | None, box_policy:
         counted), ``'drop'`` (drop the box, counted).
     Returns:
       (the fixed record, problems that make the image invalid, counts of fixes
-      ``{'clipped_boxes': n, 'dropped_boxes': n}``).
+      ``{'clipped_boxes': n, 'dropped_boxes': n, 'duplicate_boxes': n}``).
     """
     if box_policy not in BOX_POLICIES:
         raise AnnotationError(f"box policy {box_policy!r} is not one of {BOX_POLICIES}.")
     tol_y, tol_x = 1.0 / max(record.height, 1), 1.0 / max(record.width, 1)
     problems, kept = [], []
-    counts = {"clipped_boxes": 0, "dropped_boxes": 0}
+    counts = {"clipped_boxes": 0, "dropped_boxes": 0, "duplicate_boxes": 0}
+    seen = set()
     for b in record.boxes:
+        if not all(math.isfinite(v) for v in b.yxyx):
+            problems.append(Problem("invalid_box", (
+                f"{record.source}: box {b.label!r} has coordinates ymin,xmin,ymax,xmax="
+                f"{b.yxyx} (normalised), which are not finite numbers. Fix or delete the box.")))
+            continue
+        if (b.label, b.yxyx) in seen:
+            counts["duplicate_boxes"] += 1
+            continue
+        seen.add((b.label, b.yxyx))
         if label_map is not None:
             try:
                 label_map.id_of(b.label, where=record.source)

@@ -18,9 +18,11 @@ from pathlib import Path
 from lxml import etree
 
 from od import atomic
+from od.data import values
+from od.data.images import probe
 from od.data.paths import resolve_under
 from od.data.records import ImageAnnotation, ObjectBox, ReadResult
-from od.errors import AnnotationError
+from od.errors import AnnotationError, ImageError
 
 _MAX_XML_BYTES = 10_000_000
 
@@ -68,12 +70,34 @@ def _text(el, tag: str, path: Path, *, required: bool = True, default: str = "")
     return child.text.strip()
 
 
-def _number(el, tag: str, path: Path) -> float:
+def _number(el, tag: str, path: Path, where: str = "") -> float:
     raw = _text(el, tag, path)
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise AnnotationError(f"{path}: <{tag}> is {raw!r}, not a number.") from None
+        raise AnnotationError(f"{where or path}: <{tag}> is {raw!r}, not a number.") from None
+    return values.finite(value, f"<{tag}>", where or str(path))
+
+
+def _size(root, path: Path, filename: str, images_dir) -> tuple[int, int, bool]:
+    """(width, height, taken_from_image): the ``<size>``, or the image's own size when
+    ``<size>`` is missing or says 0 (LabelImg writes 0x0 when it could not read the image)."""
+    size = root.find("size")
+    raw = [None if size is None else (size.findtext(t) or "").strip() for t in ("width", "height")]
+    if all(r not in (None, "") for r in raw):
+        w, h = (_number(size, t, path, f"{path}: <size>") for t in ("width", "height"))
+        if w != 0 and h != 0:
+            wh = values.image_size(w, h, f"{path}: <size>")
+            return wh[0], wh[1], False
+        if w < 0 or h < 0:
+            values.image_size(w, h, f"{path}: <size>")  # raises for the negative one
+    image = resolve_under(images_dir, filename, source=str(path))
+    try:
+        w, h = probe(image, upright=False)
+    except ImageError as e:
+        raise AnnotationError(f"{path}: <size> is missing or 0x0 and the image's own size cannot "
+                              f"be read ({e}). Fix <size> or the image.") from None
+    return w, h, True
 
 
 def _flag(el, tag: str) -> bool:
@@ -92,8 +116,9 @@ def read_file(xml_path: str | os.PathLike, images_dir: str | os.PathLike) -> Ima
       order ``[ymin, xmin, ymax, xmax]``; ``difficult`` and ``truncated`` kept. Boxes are not
       validated here (see ``od.data.validate``).
     Raises:
-      AnnotationError: malformed XML, DTD/entities, missing fields, non-numeric values,
-        non-positive size.
+      AnnotationError: malformed XML, DTD/entities, missing fields, non-numeric, NaN or infinite
+        values, a negative, fractional or huge size. A ``<size>`` that is missing or 0 is taken
+        from the image file (its stored pixels; ``size_from_image`` is set).
       UnsafePathError: ``<filename>`` escapes ``images_dir``.
     """
     path = Path(xml_path)
@@ -102,27 +127,22 @@ def read_file(xml_path: str | os.PathLike, images_dir: str | os.PathLike) -> Ima
         raise AnnotationError(f"{path}: root element is <{root.tag}>, expected <annotation> "
                               "(Pascal VOC).")
     filename = _text(root, "filename", path)
-    size = root.find("size")
-    if size is None:
-        raise AnnotationError(f"{path}: missing <size>; add <size><width>..</width>"
-                              "<height>..</height></size>.")
-    width, height = int(_number(size, "width", path)), int(_number(size, "height", path))
-    if width <= 0 or height <= 0:
-        raise AnnotationError(f"{path}: image size {width}x{height} is not positive; fix <size> "
-                              "(or re-save the annotation in your labelling tool).")
+    width, height, from_image = _size(root, path, filename, images_dir)
     boxes = []
-    for obj in root.findall("object"):
+    for k, obj in enumerate(root.findall("object"), start=1):
+        where = f"{path}: <object> {k}"
         bb = obj.find("bndbox")
         if bb is None:
-            raise AnnotationError(f"{path}: <object> {_text(obj, 'name', path)!r} has no "
-                                  "<bndbox>.")
-        xmin, ymin, xmax, ymax = (_number(bb, t, path) for t in ("xmin", "ymin", "xmax", "ymax"))
+            raise AnnotationError(f"{where} ({_text(obj, 'name', path)!r}) has no <bndbox>.")
+        xmin, ymin, xmax, ymax = (_number(bb, t, path, where)
+                                  for t in ("xmin", "ymin", "xmax", "ymax"))
         boxes.append(ObjectBox(ymin / height, xmin / width, ymax / height, xmax / width,
                                label=_text(obj, "name", path),
                                difficult=_flag(obj, "difficult"),
                                truncated=_flag(obj, "truncated")))
     image_path = resolve_under(images_dir, filename, source=str(path))
-    return ImageAnnotation(image_path, width, height, tuple(boxes), source=str(path))
+    return ImageAnnotation(image_path, width, height, tuple(boxes), source=str(path),
+                           size_from_image=from_image)
 
 
 DEVKIT_SPLITS = {"train": "train", "val": "val", "test": "test"}
