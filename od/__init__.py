@@ -43,8 +43,10 @@ _LAZY = {
     "Detections": ("od.detections", "Detections"),
 }
 
-__all__ = sorted([*_LAZY, "OdError", "AnnotationError", "CheckpointError", "ConfigError",
-                  "ExportError", "ImageError", "LabelMapError", "UnsafePathError", "ZooError"])
+__all__ = ["AnnotationError", "CheckpointError", "ConfigError", "Detections", "Detector",
+           "ExportError", "ImageError", "LabelMap", "LabelMapError", "OdError", "UnsafePathError",
+           "ZooError", "convert", "detect_folder", "draw_detections", "evaluate", "export",
+           "fine_tune", "load_image"]
 
 
 def __getattr__(name: str):

@@ -22,18 +22,19 @@ def _as_array(boxes) -> np.ndarray:
     return arr
 
 
-def normalize_xyxy(boxes, width: int, height: int) -> np.ndarray:
+def normalize_xyxy(boxes, width: int, height: int, dtype=np.float32) -> np.ndarray:
     """Pixel ``[xmin, ymin, xmax, ymax]`` → normalised ``[ymin, xmin, ymax, xmax]``.
 
     Args:
       boxes: array-like [N, 4], pixel xyxy (VOC / CSV order).
       width, height: image size in pixels.
+      dtype: of the result (float64 keeps a reader's full precision).
     Returns:
-      float32 [N, 4], ``[ymin, xmin, ymax, xmax]`` normalised to [0, 1] (not clipped).
+      ``dtype`` [N, 4], ``[ymin, xmin, ymax, xmax]`` normalised to [0, 1] (not clipped).
     """
     b = _as_array(boxes)
     out = np.stack([b[:, 1] / height, b[:, 0] / width, b[:, 3] / height, b[:, 2] / width], axis=1)
-    return out.astype(np.float32).reshape(-1, 4)
+    return out.astype(dtype).reshape(-1, 4)
 
 
 def denormalize_to_xyxy(boxes, width: int, height: int) -> np.ndarray:
@@ -43,11 +44,11 @@ def denormalize_to_xyxy(boxes, width: int, height: int) -> np.ndarray:
                     axis=1).reshape(-1, 4)
 
 
-def xywh_to_normalized(boxes, width: int, height: int) -> np.ndarray:
-    """COCO pixel ``[x, y, w, h]`` → normalised ``[ymin, xmin, ymax, xmax]`` float32 [N, 4]."""
+def xywh_to_normalized(boxes, width: int, height: int, dtype=np.float32) -> np.ndarray:
+    """COCO pixel ``[x, y, w, h]`` → normalised ``[ymin, xmin, ymax, xmax]`` ``dtype`` [N, 4]."""
     b = _as_array(boxes)
     xyxy = np.stack([b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]], axis=1)
-    return normalize_xyxy(xyxy, width, height)
+    return normalize_xyxy(xyxy, width, height, dtype)
 
 
 def normalized_to_xywh(boxes, width: int, height: int) -> np.ndarray:
@@ -55,6 +56,28 @@ def normalized_to_xywh(boxes, width: int, height: int) -> np.ndarray:
     xyxy = denormalize_to_xyxy(boxes, width, height)
     return np.stack([xyxy[:, 0], xyxy[:, 1], xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]],
                     axis=1).reshape(-1, 4)
+
+
+def from_pixels(xyxy, width: int, height: int) -> tuple[float, float, float, float]:
+    """One pixel box ``(xmin, ymin, xmax, ymax)`` (VOC / CSV order) → normalised
+    ``(ymin, xmin, ymax, xmax)`` as Python floats (float64), for the annotation readers."""
+    return tuple(float(v) for v in normalize_xyxy([xyxy], width, height, np.float64)[0])
+
+
+def from_coco(xywh, width: int, height: int) -> tuple[float, float, float, float]:
+    """One COCO pixel box ``(x, y, w, h)`` → normalised ``(ymin, xmin, ymax, xmax)`` floats."""
+    return tuple(float(v) for v in xywh_to_normalized([xywh], width, height, np.float64)[0])
+
+
+def to_pixels(yxyx, width: int, height: int) -> tuple[float, float, float, float]:
+    """One normalised ``(ymin, xmin, ymax, xmax)`` box → pixel ``(xmin, ymin, xmax, ymax)``
+    floats (not rounded), for the annotation writers and messages."""
+    return tuple(float(v) for v in denormalize_to_xyxy([yxyx], width, height)[0])
+
+
+def pixel_tolerance(width: int, height: int, pixels: float = 1.0) -> tuple[float, float]:
+    """``pixels`` expressed in normalised units: ``(along y, along x)``."""
+    return pixels / max(height, 1), pixels / max(width, 1)
 
 
 def exif_transform(boxes, orientation: int) -> np.ndarray:

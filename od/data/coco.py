@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from od import atomic
+from od import boxes as box_lib
 from od.boxes import normalized_to_xywh
 from od.data import values
 from od.data.paths import resolve_under
@@ -152,9 +153,8 @@ def read_file(json_path: Path, images_dir: Path, split: str | None = None) -> Re
         if bw < 0 or bh < 0:
             raise AnnotationError(f"{where}: 'bbox' {bbox!r} has a negative width or height; "
                                   "COCO boxes are [x, y, width, height] with width, height >= 0.")
-        im["boxes"].append(ObjectBox(y / im["h"], x / im["w"], (y + bh) / im["h"],
-                                     (x + bw) / im["w"], cats[cid],
-                                     is_crowd=bool(crowd)))
+        im["boxes"].append(ObjectBox(*box_lib.from_coco((x, y, bw, bh), im["w"], im["h"]),
+                                     cats[cid], is_crowd=bool(crowd)))
         used.add(cid)
     records = [ImageAnnotation(images[i]["path"], images[i]["w"], images[i]["h"],
                                tuple(images[i]["boxes"]), source=f"{json_path}: image {i}",

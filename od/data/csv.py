@@ -18,6 +18,7 @@ from pathlib import Path
 from od import atomic
 from od.data import values
 from od.data.paths import resolve_under
+from od import boxes as box_lib
 from od.data.records import ImageAnnotation, ObjectBox, ReadResult
 from od.errors import AnnotationError
 
@@ -107,8 +108,8 @@ def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = Non
             if not label:
                 raise AnnotationError(f"{where}: a box without a class; fill the 'class' column.")
             xmin, ymin, xmax, ymax = (_num(row, k, where) for k in ("xmin", "ymin", "xmax", "ymax"))
-            entry["boxes"].append(ObjectBox(ymin / height, xmin / width, ymax / height,
-                                            xmax / width, label))
+            entry["boxes"].append(ObjectBox(*box_lib.from_pixels((xmin, ymin, xmax, ymax),
+                                                                 width, height), label))
     if not by_name:
         raise AnnotationError(f"{path}: the CSV has a header but no rows.")
     records, names = [], []
@@ -172,8 +173,7 @@ def write(records: list[ImageAnnotation], out_dir: str | os.PathLike, label_map=
             if not r.boxes:
                 w.writerow([name, r.width, r.height, "", "", "", "", ""])
             for b in r.boxes:
-                w.writerow([name, r.width, r.height, b.label, round(b.xmin * r.width),
-                            round(b.ymin * r.height), round(b.xmax * r.width),
-                            round(b.ymax * r.height)])
+                w.writerow([name, r.width, r.height, b.label,
+                            *(round(v) for v in box_lib.to_pixels(b.yxyx, r.width, r.height))])
         written.append(atomic.write_text(out_dir / f"{split}_labels.csv", buf.getvalue()))
     return written

@@ -29,7 +29,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import numpy as np
 
 from od.data import values
 from od.data.records import ImageAnnotation, ObjectBox, ReadResult
@@ -83,22 +82,22 @@ def make_example(record: ImageAnnotation, encoded: bytes, image_format: str, cla
                               "validated boxes (od.data.validate.check_boxes) can be stored.")
     ex = Example()
     feat = ex.features.feature
-    for key, values in ((ENCODED, [encoded]), (FORMAT, [image_format.encode()]),
+    for key, vals in ((ENCODED, [encoded]), (FORMAT, [image_format.encode()]),
                         (FILENAME, [filename.encode()]), (SOURCE_ID, [str(source_id).encode()]),
                         (KEY_SHA256, [hashlib.sha256(encoded).hexdigest().encode()]),
                         (CLASS_TEXT, [x.label.encode() for x in boxes])):
-        feat[key].bytes_list.value.extend(values)
-    for key, values in ((HEIGHT, [record.height]), (WIDTH, [record.width]),
+        feat[key].bytes_list.value.extend(vals)
+    for key, vals in ((HEIGHT, [record.height]), (WIDTH, [record.width]),
                         (CLASS_LABEL, list(class_ids)),
                         (DIFFICULT, [int(x.difficult) for x in boxes]),
                         (TRUNCATED, [int(x.truncated) for x in boxes]),
                         (IS_CROWD, [int(x.is_crowd) for x in boxes])):
-        feat[key].int64_list.value.extend(values)
-    for key, values in ((YMIN, [x.ymin for x in boxes]), (XMIN, [x.xmin for x in boxes]),
+        feat[key].int64_list.value.extend(vals)
+    for key, vals in ((YMIN, [x.ymin for x in boxes]), (XMIN, [x.xmin for x in boxes]),
                         (YMAX, [x.ymax for x in boxes]), (XMAX, [x.xmax for x in boxes]),
                         (AREA, [(x.ymax - x.ymin) * record.height * (x.xmax - x.xmin)
                                 * record.width for x in boxes])):
-        feat[key].float_list.value.extend(values)
+        feat[key].float_list.value.extend(vals)
     return ex
 
 
@@ -264,7 +263,3 @@ def write_shard(path: str | os.PathLike, examples) -> int:
     return write_records(path, (e if isinstance(e, bytes) else e.SerializeToString()
                                 for e in examples))
 
-
-def boxes_array(record: ImageAnnotation) -> np.ndarray:
-    """float32 [N, 4] ``[ymin, xmin, ymax, xmax]`` normalised boxes of ``record``."""
-    return np.array([b.yxyx for b in record.boxes], dtype=np.float32).reshape(-1, 4)

@@ -75,11 +75,6 @@ def _masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-def has_fast_crc() -> bool:
-    """True when records are framed in Python with ``google_crc32c`` (no TensorFlow needed)."""
-    return _crc is not None
-
-
 def frame(data: bytes) -> bytes:
     """One record's bytes on disk: header, ``data``, footer (needs ``google_crc32c``)."""
     header = struct.pack("<Q", len(data))

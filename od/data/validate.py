@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from od import boxes as box_lib
 from od.data.records import ImageAnnotation, ObjectBox
 from od.errors import AnnotationError, LabelMapError
 from od.label_map import LabelMap
@@ -55,7 +56,7 @@ def check_boxes(record: ImageAnnotation, label_map: LabelMap | None, box_policy:
     """
     if box_policy not in BOX_POLICIES:
         raise AnnotationError(f"box policy {box_policy!r} is not one of {BOX_POLICIES}.")
-    tol_y, tol_x = 1.0 / max(record.height, 1), 1.0 / max(record.width, 1)
+    tol_y, tol_x = box_lib.pixel_tolerance(record.width, record.height)
     problems, kept = [], []
     counts = {"clipped_boxes": 0, "dropped_boxes": 0, "duplicate_boxes": 0}
     seen = set()
@@ -76,8 +77,7 @@ def check_boxes(record: ImageAnnotation, label_map: LabelMap | None, box_policy:
                 problems.append(Problem("unknown_class", str(e)))
                 continue
         outside = (b.ymin < -tol_y or b.xmin < -tol_x or b.ymax > 1 + tol_y or b.xmax > 1 + tol_x)
-        px = (round(b.xmin * record.width, 1), round(b.ymin * record.height, 1),
-              round(b.xmax * record.width, 1), round(b.ymax * record.height, 1))
+        px = tuple(round(v, 1) for v in box_lib.to_pixels(b.yxyx, record.width, record.height))
         if outside and box_policy == "error":
             problems.append(Problem("box_outside_image", (
                 f"{record.source}: box {b.label!r} at xmin,ymin,xmax,ymax={px} lies outside the "

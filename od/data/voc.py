@@ -18,6 +18,7 @@ from pathlib import Path
 from lxml import etree
 
 from od import atomic
+from od import boxes as box_lib
 from od.data import values
 from od.data.images import probe
 from od.data.paths import resolve_under
@@ -136,7 +137,7 @@ def read_file(xml_path: str | os.PathLike, images_dir: str | os.PathLike) -> Ima
             raise AnnotationError(f"{where} ({_text(obj, 'name', path)!r}) has no <bndbox>.")
         xmin, ymin, xmax, ymax = (_number(bb, t, path, where)
                                   for t in ("xmin", "ymin", "xmax", "ymax"))
-        boxes.append(ObjectBox(ymin / height, xmin / width, ymax / height, xmax / width,
+        boxes.append(ObjectBox(*box_lib.from_pixels((xmin, ymin, xmax, ymax), width, height),
                                label=_text(obj, "name", path),
                                difficult=_flag(obj, "difficult"),
                                truncated=_flag(obj, "truncated")))
@@ -239,9 +240,9 @@ def to_xml(record: ImageAnnotation, filename: str) -> bytes:
         sub(obj, "truncated", int(b.truncated))
         sub(obj, "difficult", int(b.difficult))
         bb = etree.SubElement(obj, "bndbox")
-        for tag, v, scale in (("xmin", b.xmin, record.width), ("ymin", b.ymin, record.height),
-                              ("xmax", b.xmax, record.width), ("ymax", b.ymax, record.height)):
-            sub(bb, tag, round(v * scale))
+        for tag, v in zip(("xmin", "ymin", "xmax", "ymax"),
+                          box_lib.to_pixels(b.yxyx, record.width, record.height)):
+            sub(bb, tag, round(v))
     return etree.tostring(root, pretty_print=True, xml_declaration=False, encoding="utf-8")
 
 
