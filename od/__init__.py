@@ -25,7 +25,7 @@ import sys
 import types
 
 from od.errors import (AnnotationError, CheckpointError, ConfigError, ExportError, ImageError,
-                       LabelMapError, OdError, UnsafePathError, ZooError)
+                       LabelMapError, MissingImageError, OdError, UnsafePathError, ZooError)
 
 __version__ = "0.1.0"
 
@@ -44,7 +44,7 @@ _LAZY = {
 }
 
 __all__ = ["AnnotationError", "CheckpointError", "ConfigError", "Detections", "Detector",
-           "ExportError", "ImageError", "LabelMap", "LabelMapError", "OdError", "UnsafePathError",
+           "ExportError", "ImageError", "LabelMap", "LabelMapError", "MissingImageError", "OdError", "UnsafePathError",
            "ZooError", "convert", "detect_folder", "draw_detections", "evaluate", "export",
            "fine_tune", "load_image"]
 

@@ -18,6 +18,10 @@ class ImageError(OdError):
     """An image is missing, undecodable, too large, or disagrees with its annotation."""
 
 
+class MissingImageError(ImageError):
+    """An image file named by an annotation does not exist."""
+
+
 class LabelMapError(OdError):
     """A label map file is malformed or inconsistent (ids < 1, duplicates, missing names)."""
 

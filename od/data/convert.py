@@ -36,7 +36,7 @@ from od.data.records import SPLITS, ImageAnnotation, ReadResult
 from od.data.split import DEFAULT_RATIOS, assign_splits
 from od.data.tfrecord import shard_name
 from od.data.validate import Problem, check_boxes
-from od.errors import ImageError, OdError
+from od.errors import ImageError, MissingImageError, OdError
 
 READERS = {
     "voc": voc.read,
@@ -144,7 +144,7 @@ def _encode_shard(args):
         try:
             enc = encode_for_training(record.image_path, record.image_data, verify=verify)
         except ImageError as e:
-            reason = "missing_image" if "not found" in str(e) else "undecodable_image"
+            reason = "missing_image" if isinstance(e, MissingImageError) else "undecodable_image"
             report.append((source_id, Problem(reason, str(e)), "", "", name, None))
             continue
         record, problem, moved = guards.place_boxes(record, enc, exif)

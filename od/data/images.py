@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from od.errors import ImageError
+from od.errors import ImageError, MissingImageError
 
 MAX_PIXELS = 89_478_485  # Pillow's default bomb limit (~0.25 GiB RGB): refuse anything larger
 _EXIF_ORIENTATION = 0x0112
@@ -94,7 +94,7 @@ def read_bytes(path: str | os.PathLike) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise ImageError(f"{path}: image file not found. Check the images folder you gave and "
+        raise MissingImageError(f"{path}: image file not found. Check the images folder you gave and "
                          "the filename in the annotation.") from None
     except OSError as e:
         raise ImageError(f"{path}: cannot read image ({e.strerror}).") from None
