@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from od import atomic
+from od.data.images import encode_jpeg
 from od.data.records import ImageAnnotation, ObjectBox
 from od.data.voc import to_xml
 
@@ -92,16 +93,10 @@ def generate(out: str | os.PathLike, num_images: int = 300, *, size=(192, 160), 
         img, objects = make_image(rng, w, h)
         name = f"shapes-{k:04d}.jpg"
         path = out / "images" / name
-        atomic.write_bytes(path, _encode(img))
+        atomic.write_bytes(path, encode_jpeg(img, quality=92))
         boxes = tuple(ObjectBox(y0 / h, x0 / w, y1 / h, x1 / w, label=c)
                       for c, (x0, y0, x1, y1) in objects)
         atomic.write_bytes(out / "annotations" / f"shapes-{k:04d}.xml",
                            to_xml(ImageAnnotation(path, w, h, boxes), name))
     return out
 
-
-def _encode(img: Image.Image) -> bytes:
-    import io
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=92)
-    return buf.getvalue()

@@ -164,10 +164,16 @@ def encode_for_training(path: str | os.PathLike, data: bytes | None = None, *,
     if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
         reason = f"{img.mode} (high bit depth) {img.format or 'image'}, scaled to 8 bits"
     upright = to_rgb(img, path)
-    buf = io.BytesIO()
-    upright.save(buf, format="JPEG", quality=95)
-    return EncodedImage(buf.getvalue(), "jpeg", upright.width, upright.height, reason,
+    return EncodedImage(encode_jpeg(upright), "jpeg", upright.width, upright.height, reason,
                         orientation)
+
+
+def encode_jpeg(image: Image.Image, quality: int = 95) -> bytes:
+    """JPEG bytes of an RGB or L Pillow image (baseline, ``quality`` 1-95). The one JPEG encoder
+    of `od`: training records, generated datasets and drawn detections all go through it."""
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
 
 
 def _load(path: Path, img: Image.Image) -> None:
