@@ -233,8 +233,8 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
             split=DEFAULT_RATIOS, seed: int = 0, box_policy: str = "error",
             skip_invalid: bool = False, shard_bytes: int = DEFAULT_SHARD_BYTES,
             workers: int | None = None, to: str = "tfrecord", dedupe: bool = False,
-            balance: str | None = None, verify: str = "fast", progress: bool = False
-            ) -> ConvertSummary:
+            balance: str | None = None, verify: str = "fast", progress: bool = False,
+            overwrite: bool = False) -> ConvertSummary:
     """Convert annotations to TFRecord shards (or another format), a label map and a summary.
 
     Args:
@@ -254,13 +254,20 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
       balance: None, or ``'undersample'`` (od.data.balance.undersample).
       verify: ``'fast'`` or ``'full'`` image check (od.data.images.encode_for_training).
       progress: show a tqdm progress bar over the written jobs.
+      overwrite: write into an existing folder that is not a previous convert output
+        (od.outputs.prepare_out).
     Returns:
       ConvertSummary (also written as ``summary.json``).
     Raises:
       InvalidDataError: some images are invalid and ``skip_invalid`` is False; the message lists
         each (file, reason, fix). Nothing is written then.
-      OdError: unknown format or target; the readers' errors.
+      OdError: unknown format or target; the readers' errors. OutputError: ``out`` is, holds or
+        lies inside an input, or is not writable (od.outputs.prepare_out).
     """
+    from od import outputs
+    sources = annotations if isinstance(annotations, (list, tuple)) else [annotations]
+    outputs.prepare_out(out, inputs=[*sources, images, label_map], command="convert",
+                        overwrite=overwrite)
     if to not in TARGETS:
         raise OdError(f"unknown output format {to!r}; choose one of {', '.join(TARGETS)}.")
     out = Path(out)
