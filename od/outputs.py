@@ -61,7 +61,7 @@ def _input_paths(entry) -> list[Path]:
     if glob.has_magic(text):
         paths = [Path(p) for p in glob.glob(text)]
         prefix = text[:min(text.index(c) for c in "*?[" if c in text)]
-        return paths + [Path(os.path.dirname(prefix) or ".")]
+        return [Path(os.path.dirname(prefix) or "."), *paths]
     return [Path(text)]
 
 
