@@ -11,6 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from od.errors import OdError  # noqa: E402
 
+_OVERWRITE = ("write into an existing non-empty folder that is not a previous output of this "
+              "command (only the files od writes are replaced)")
+
 
 # ---- od data ---------------------------------------------------------------------------------
 def _add_data_commands(sub) -> None:
@@ -48,6 +51,7 @@ def _add_data_commands(sub) -> None:
                    help="boxes of an EXIF-rotated image are drawn on its stored pixels or on the "
                         "turned picture; auto: decided by the annotated size, square images as "
                         "stored (see od.data.guards)")
+    c.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     c.set_defaults(func=_data_convert)
     i = dsub.add_parser("inspect", help="summary.json and PNG plots of a dataset")
     i.add_argument("data", help="a converted TFRecord folder, or an annotation source with "
@@ -57,6 +61,7 @@ def _add_data_commands(sub) -> None:
     i.add_argument("--images", help="images folder for an annotation source")
     i.add_argument("--out", help="output folder (default DATA/inspect)")
     i.add_argument("--samples", type=int, default=16, help="images in the sample grid")
+    i.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     i.set_defaults(func=_data_inspect)
 
 
@@ -70,7 +75,7 @@ def _data_convert(a) -> None:
                 split=a.split, seed=a.seed, box_policy="clip" if a.clip_boxes else "error",
                 skip_invalid=a.skip_invalid, workers=a.workers, to=a.to, dedupe=a.dedupe,
                 balance=a.balance, verify=a.verify, shard_bytes=int(a.shard_mb * 1024 * 1024),
-                progress=sys.stderr.isatty(), exif=a.exif)
+                progress=sys.stderr.isatty(), exif=a.exif, overwrite=a.overwrite)
     j = s.to_json()
     print(json.dumps({k: j[k] for k in ("images", "boxes_per_class", "negative_images",
                                         "skipped_count", "skipped_by_reason", "removed_count",
@@ -86,7 +91,8 @@ def _data_convert(a) -> None:
 
 def _data_inspect(a) -> None:
     from od.data.inspect import inspect
-    s = inspect(a.data, a.out, format=a.format, images=a.images, samples=a.samples)
+    s = inspect(a.data, a.out, format=a.format, images=a.images, samples=a.samples,
+                overwrite=a.overwrite)
     print(json.dumps({k: v for k, v in s.items() if k != "plots"}, indent=2))
     print("plots: " + ", ".join(s["plots"]))
 
@@ -107,6 +113,7 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--data", required=True, help="shard glob, e.g. 'DATA/test*.tfrecord'")
     e.add_argument("--out", help="output folder (default RUN/eval)")
     e.add_argument("--max-images", type=int, default=0)
+    e.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     e.set_defaults(func=_evaluate)
 
     x = sub.add_parser("export", help="SavedModel (+ frozen graph, TFLite) from a run, checked")
@@ -117,6 +124,7 @@ def _add_model_commands(sub) -> None:
                    "tflite_int8")
     x.add_argument("--calibration-images", type=int, default=100,
                    help="training/val images that calibrate tflite_int8")
+    x.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     x.set_defaults(func=_export)
 
     d = sub.add_parser("detect", help="detect objects in a folder of images")
@@ -128,12 +136,14 @@ def _add_model_commands(sub) -> None:
     d.add_argument("--crops", action="store_true", help="also write one crop per box")
     d.add_argument("--format", default="saved_model",
                    help="saved_model, or tflite / tflite_fp16 / tflite_int8 of the export folder")
+    d.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     d.set_defaults(func=_detect)
 
     q = sub.add_parser("quickstart", help="run every stage on a generated dataset (no download)")
     q.add_argument("--workdir", default="od-quickstart")
     q.add_argument("--images", type=int, default=400, help="number of generated images")
     q.add_argument("overrides", nargs="*", help="pipeline overrides, e.g. train.steps=100")
+    q.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     q.set_defaults(func=_quickstart)
 
     c = sub.add_parser("config", help="show the resolved pipeline config")
@@ -159,7 +169,7 @@ def _train(a) -> None:
 
 def _evaluate(a) -> None:
     from od.evaluate import evaluate
-    r = evaluate(a.model_dir, a.data, a.out, max_images=a.max_images)
+    r = evaluate(a.model_dir, a.data, a.out, max_images=a.max_images, overwrite=a.overwrite)
     c = r["coco"]
     print(json.dumps({k: c[k] for k in ("AP", "AP50", "AP75")}, indent=2))
     print(f"wrote {r['plots'].get('metrics', '')} and plots")
@@ -168,7 +178,7 @@ def _evaluate(a) -> None:
 def _export(a) -> None:
     from od.export import export
     r = export(a.model_dir, a.out, formats=tuple(a.formats or ("saved_model",)),
-               calibration_images=a.calibration_images)
+               calibration_images=a.calibration_images, overwrite=a.overwrite)
     for c in r["checks"]:
         box = (f"max box diff {c['max_box_diff']:.2g}" if "max_box_diff" in c else
                f"min matched IoU {c['min_matched_iou']:.3f}")
@@ -179,13 +189,16 @@ def _export(a) -> None:
 def _detect(a) -> None:
     from od.detect import detect_folder
     r = detect_folder(a.model, a.images, a.out, min_score=a.min_score, voc=a.voc, crops=a.crops,
-                      format=a.format)
-    print(f"{sum(len(x['detections']) for x in r)} boxes in {len(r)} images → {a.out}/")
+                      format=a.format, overwrite=a.overwrite)
+    done = r["images"]
+    print(f"{sum(len(x['detections']) for x in done)} boxes in {len(done)} images → {a.out}/")
+    for s in r["skipped"]:
+        print(f"skipped {s['image']}: {s['reason']}", file=sys.stderr)
 
 
 def _quickstart(a) -> None:
     from od.quickstart import run
-    r = run(a.workdir, num_images=a.images, overrides=a.overrides)
+    r = run(a.workdir, num_images=a.images, overrides=a.overrides, overwrite=a.overwrite)
     print(json.dumps(r, indent=2))
 
 
@@ -252,9 +265,19 @@ def _zoo_benchmark(a) -> None:
     print(f"wrote {zoo_bench.write_speeds(records, a.out)}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with `od`'s error form: the usage, then ``od: error: ...``, exit 2."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"od: error: {self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="od", description="Fine-tune, evaluate, export and run "
-                                "TensorFlow object detectors on your own labelled images.")
+    p = _Parser(prog="od", description="Fine-tune, evaluate, export and run "
+                "TensorFlow object detectors on your own labelled images.")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error (also accepted after the command)")
     sub = p.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     _add_model_commands(sub)
@@ -262,16 +285,72 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse ``od`` arguments; overrides (``section.key=value``) may come before, between or
+    after the options (argparse alone stops taking them after the first option)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and not any(x.startswith("-") for x in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(143)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run ``od`` with ``argv``; returns the exit status: 0 done, 2 a user error (``od: error:``
+    naming the file/value and the fix), 1 an internal error (a bug: one line, the traceback with
+    ``--debug``), 130 Ctrl-C, 143 SIGTERM (temporary outputs are removed in both)."""
+    import signal
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [x for x in argv if x != "--debug"]
+    args = parse_args(argv)
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
     try:
         args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `od zoo list | head`: the reader left, stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except OdError as e:
+        if debug:
+            raise
+        print(f"od: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the environment the user gave: a full disk, a read-only folder...
+        if debug:
+            raise
         print(f"od: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("od: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as e:
+        if e.code == 143:
+            print("od: terminated", file=sys.stderr)
+            return 143
+        raise
+    except Exception as e:  # noqa: BLE001 - a bug: one line unless --debug
+        if debug:
+            raise
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"od: internal error: {type(e).__name__}: {text} (run with --debug for the "
+              "traceback)", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -4,9 +4,10 @@ For each image in ``--images`` (JPEG, PNG, BMP, GIF, WebP; EXIF rotation applied
 ``od data convert``), written to ``OUT/`` (each file atomically):
 
 - ``<name>.jpg``: the image with boxes, class names and scores drawn (od.visualize);
-- ``detections.json``: per image ``{"image", "width", "height", "detections": [{"class_id",
-  "class", "score", "box": [ymin, xmin, ymax, xmax] normalised, "box_pixels": [xmin, ymin, xmax,
-  ymax]}]}``;
+- ``detections.json``: ``{"images": [per image {"image", "width", "height", "detections":
+  [{"class_id", "class", "score", "box": [ymin, xmin, ymax, xmax] normalised, "box_pixels":
+  [xmin, ymin, xmax, ymax]}]}], "skipped": [{"image", "reason"}]}``; an unreadable or
+  undecodable image is listed in ``skipped`` with the reason and the others are still processed;
 - ``detections.csv``: one row per box, the pixel CSV form ``filename,width,height,class,xmin,ymin,
   xmax,ymax`` plus ``score`` (readable by ``od data convert --format csv``);
 - with ``voc=True``: ``voc/<stem>.xml`` Pascal VOC pre-labels for review in a labelling tool
@@ -72,8 +73,15 @@ class Detector:
         if not (sm / "saved_model.pb").is_file():
             raise ExportError(f"{export_dir}: no SavedModel (saved_model.pb) found; give the "
                               "folder written by `od export --out ...`.")
-        self._model = tf.saved_model.load(str(sm))
-        self._fn = self._model.signatures["serving_default"]
+        try:
+            self._model = tf.saved_model.load(str(sm))
+            self._fn = self._model.signatures["serving_default"]
+        except Exception as e:  # noqa: BLE001 - TF raises many kinds for a damaged SavedModel
+            text = str(e).strip()
+            why = f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
+            raise ExportError(f"{sm / 'saved_model.pb'}: cannot load the SavedModel ({why}); the "
+                              "file is corrupt, truncated or not a detector export. Export the "
+                              "run again with `od export`.") from None
 
     def __call__(self, image: np.ndarray) -> Detections:
         import tensorflow as tf
@@ -103,7 +111,8 @@ def _jpeg(image) -> bytes:
 
 def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str | os.PathLike,
                   *, min_score: float = 0.5, voc: bool = False, crops: bool = False,
-                  progress: bool = True, format: str = "saved_model") -> list[dict]:
+                  progress: bool = True, format: str = "saved_model",
+                  overwrite: bool = False) -> dict:
     """Detect objects in every image of ``images`` (not recursive) and write ``out`` (module doc).
 
     Args:
@@ -111,12 +120,15 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
       images: folder of images, or a single image file.
       min_score: keep detections with score >= this, in [0, 1].
       format: which model of the export folder runs (``Detector``).
+      overwrite: write into an existing folder that is not a previous detect output (files of
+        the same names are replaced, nothing else; od.outputs).
     Returns:
-      The list written to ``detections.json``.
+      The dict written to ``detections.json`` (``images`` and ``skipped``, module doc).
     Raises:
-      OdError: no images found; ExportError: not an export; ImageError: an undecodable image
-        (named).
+      OdError: no images found; ExportError: not an export; OutputError: ``out`` is, holds or
+        lies inside the images or the model folder (od.outputs.prepare_out).
     """
+    from od import outputs
     from PIL import Image
     from tqdm import tqdm
 
@@ -125,6 +137,7 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
     from od.visualize import draw_detections
 
     images, out = Path(images), Path(out)
+    outputs.prepare_out(out, inputs=[images, model], command="detect", overwrite=overwrite)
     files = ([images] if images.is_file() else
              sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
              if images.is_dir() else [])
@@ -134,16 +147,21 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
         raise OdError(f"--min-score {min_score} must be in [0, 1].")
     detector = Detector(model, format)
     lm = detector.label_map
-    out.mkdir(parents=True, exist_ok=True)
-    results, rows = [], []
+    outputs.start_output(out, "detect")
+    results, rows, skipped, written = [], [], [], set()
     for path in tqdm(files, desc="detect", unit="img", disable=not progress):
-        image = load_image(path)
+        try:
+            image = load_image(path)
+        except (ImageError, OSError) as e:
+            skipped.append({"image": path.name, "reason": str(e)})
+            continue
         det = detector(image).above(min_score)
         recs = _records(path.name, det, lm)
         results.append({"image": path.name, "width": det.width, "height": det.height,
                         "detections": recs})
         drawn = draw_detections(image, det, lm, min_score=min_score)
         atomic.write_bytes(out / f"{path.stem}.jpg", _jpeg(drawn))
+        written.add(f"{path.stem}.jpg")
         for r in recs:
             rows.append([path.name, det.width, det.height, r["class"], *r["box_pixels"],
                          r["score"]])
@@ -151,6 +169,7 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
             boxes = tuple(ObjectBox(*map(float, r["box"]), label=r["class"]) for r in recs)
             rec = ImageAnnotation(path, det.width, det.height, boxes)
             atomic.write_bytes(out / "voc" / f"{path.stem}.xml", to_xml(rec, path.name))
+            written.add("voc")
         if crops:
             pil = Image.fromarray(image)
             for k, r in enumerate(recs):
@@ -159,10 +178,13 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
                     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in r["class"])
                     atomic.write_bytes(out / "crops" / f"{path.stem}_{k}_{safe}.jpg",
                                        _jpeg(pil.crop((x0, y0, x1, y1))))
-    atomic.write_json(out / "detections.json", results)
+                    written.add("crops")
+    doc = {"images": results, "skipped": skipped}
+    atomic.write_json(out / "detections.json", doc)
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "score"])
     w.writerows(rows)
     atomic.write_text(out / "detections.csv", buf.getvalue())
-    return results
+    outputs.write_marker(out, "detect", [*written, "detections.json", "detections.csv"])
+    return doc

@@ -67,7 +67,7 @@ def coco_on_records(predictor, pattern: str, label_map, max_images: int = 0) -> 
 
 
 def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | None = None, *,
-             max_images: int = 0, progress: bool = True) -> dict:
+             max_images: int = 0, progress: bool = True, overwrite: bool = False) -> dict:
     """Evaluate the newest checkpoint of a run on TFRecord shards.
 
     Args:
@@ -82,21 +82,25 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
       ConfigError / CheckpointError: not a trained run folder; LabelMapError: its label map
         does not fit its checkpoint; OdError: no data.
     """
-    from od import atomic, metrics, plots
+    from od import atomic, metrics, outputs, plots
     from od.config import shard_pattern
     from od.model import Predictor
 
     pattern = shard_pattern(str(data), "test")
+    out_dir = Path(out) if out else Path(model_dir) / "eval"  # the default is od's own folder
+    outputs.prepare_out(out_dir, inputs=[model_dir, pattern], command="evaluate",
+                        overwrite=overwrite or not out, inside_ok=[model_dir])
     predictor = Predictor.from_run(model_dir)
     cfg, lm = predictor.cfg, predictor.label_map
     gts, dets = run_on_records(predictor, pattern, max_images, progress)
     report = metrics.evaluation_report(gts, dets, lm, iou=cfg.eval.iou_threshold,
                                        min_score=cfg.eval.min_score)
-    out = Path(out) if out else Path(model_dir) / "eval"
+    out = outputs.start_output(out_dir, "evaluate")
     report["plots"] = {k: str(v) for k, v in plots.write_report(report, out).items()}
     report["checkpoint"] = predictor.checkpoint
     report["data"] = pattern
     atomic.write_json(out / "metrics.json", report)
+    outputs.write_marker(out, "evaluate", [Path(v).name for v in report["plots"].values()])
     return report
 
 

@@ -110,7 +110,8 @@ def run_frozen_graph(path: str | os.PathLike, image: np.ndarray) -> dict:
 
 
 def export(model_dir: str | os.PathLike, out: str | os.PathLike,
-           formats=("saved_model",), calibration_images: int = tflite.CALIBRATION_IMAGES) -> dict:
+           formats=("saved_model",), calibration_images: int = tflite.CALIBRATION_IMAGES,
+           overwrite: bool = False) -> dict:
     """Export the newest checkpoint of ``model_dir`` to ``out`` (see module doc) and check it.
 
     Args:
@@ -118,6 +119,8 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
       out: export folder (replaced atomically).
       formats: any of ``FORMATS``; ``saved_model`` is always written.
       calibration_images: at most this many training/val images calibrate ``tflite_int8``.
+      overwrite: write into an existing folder that is not a previous export (only the files
+        export writes are replaced; od.outputs).
     Returns:
       The export check (also ``export_check.json``): per format the max difference of boxes and
       scores against the in-memory model on a real image from the run's data (TFLite formats:
@@ -125,8 +128,11 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
     Raises:
       ConfigError / CheckpointError: not a trained run; ExportError: unknown format, a failed
       TFLite conversion, or an exported format disagrees with the checkpoint by more than 1e-3
-      (TFLite: more than ``od.tflite.TOLERANCES``).
+      (TFLite: more than ``od.tflite.TOLERANCES``). OutputError: ``out`` is, holds or lies
+      inside the run folder, or is not writable (od.outputs.prepare_out).
     """
+    from od import outputs
+    outputs.prepare_out(out, inputs=[model_dir], command="export", overwrite=overwrite)
     import tensorflow as tf
     from official.core import export_base
 

@@ -33,6 +33,9 @@ def load_run(model_dir: str | os.PathLike):
         the class head of the newest checkpoint.
     """
     path = Path(model_dir) / PIPELINE_FILE
+    if Path(model_dir).exists() and not Path(model_dir).is_dir():
+        raise ConfigError(f"--model-dir {model_dir} is a file; give the run folder written by "
+                          "`od train --model-dir ...`.")
     if not path.is_file():
         raise ConfigError(f"{model_dir}: no {PIPELINE_FILE}; is this a run folder written by "
                           "`od train --model-dir ...`?")

@@ -27,17 +27,22 @@ def config_path() -> Path:
 
 
 def run(workdir: str | os.PathLike = "od-quickstart", *, num_images: int = 400,
-        overrides=(), progress: bool = True, log=print) -> dict:
+        overrides=(), progress: bool = True, log=print, overwrite: bool = False) -> dict:
     """Run every stage on generated data in ``workdir``; return paths and figures.
+
+    ``workdir`` must be new, empty, or a previous quickstart's (else ``overwrite=True``); its
+    stages write only their own subfolders (od.outputs).
 
     Returns:
       {"raw", "data", "run", "export", "detections": paths, "metrics": {AP, AP50, AP75},
       "seconds": per stage}.
     """
-    from od import detect, evaluate, export, synthetic, train
+    from od import detect, evaluate, export, outputs, synthetic, train
     from od.data.convert import convert
 
     work = Path(workdir)
+    outputs.prepare_out(work, command="quickstart", overwrite=overwrite)
+    outputs.start_output(work, "quickstart")
     seconds, t = {}, time.time()
 
     def lap(name):
@@ -52,7 +57,7 @@ def run(workdir: str | os.PathLike = "od-quickstart", *, num_images: int = 400,
     log(f"[1/6] generated {num_images} images + VOC XML in {raw}")
     lap("generate")
     summary = convert(raw / "annotations", data, format="voc", images=raw / "images",
-                      split=(0.8, 0.1, 0.1), seed=0)
+                      split=(0.8, 0.1, 0.1), seed=0, overwrite=overwrite)
     log(f"[2/6] converted to TFRecords in {data}: {summary.images}")
     lap("convert")
     result = train.fine_tune(config_path(), run_dir,
@@ -64,13 +69,16 @@ def run(workdir: str | os.PathLike = "od-quickstart", *, num_images: int = 400,
     log(f"[4/6] test AP {coco['AP']:.3f}  AP50 {coco['AP50']:.3f}  AP75 {coco['AP75']:.3f} → "
         f"{run_dir / 'eval' / 'metrics.json'}")
     lap("evaluate")
-    export.export(run_dir, exp)
+    export.export(run_dir, exp, overwrite=overwrite)
     log(f"[5/6] exported SavedModel → {exp / 'saved_model'}")
     lap("export")
     new = work / "new_photos"
     if not (new / "images").is_dir():
         synthetic.generate(new, 8, seed=12345)  # images the model has never seen
-    detect.detect_folder(exp, new / "images", det, min_score=0.5, progress=progress)
+    detect.detect_folder(exp, new / "images", det, min_score=0.5, progress=progress,
+                         overwrite=overwrite)
+    outputs.write_marker(work, "quickstart", ["shapes", "data", "run", "export", "new_photos",
+                                              "detections"])
     log(f"[6/6] detections drawn in {det}/ and listed in {det / 'detections.json'}")
     lap("detect")
     return {"raw": str(raw), "data": str(data), "run": str(run_dir), "export": str(exp),

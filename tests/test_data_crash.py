@@ -107,10 +107,11 @@ def test_kill_9_of_convert_leaves_no_worker_and_no_damage(tmp_path):
                 os.kill(p, signal.SIGKILL)
     assert _digest(tmp_path / "src") == before  # the input is untouched
     assert not out.exists()  # nothing under the final name until a run completes
-    # the rerun succeeds (in-process, one worker: quick); the dead run's hidden
-    # .out.tmp-PID folder is removed by od.atomic's stale-temp cleanup (the safety-cmd
-    # branch), which this branch does not contain, so it is not asserted here
+    # the rerun succeeds (in-process, one worker: quick) and removes the dead run's hidden
+    # .out.tmp-PID folder (od.atomic's cleanup of leftovers whose process is gone)
     assert main(["data", "convert", "--annotations", str(ann), "--images", str(images),
                  "--out", str(out), "--workers", "1", "--split", "1,0,0"]) == 0
     assert sorted(p.name for p in out.glob("train-*.tfrecord"))
+    assert not tmp.exists(), f"{tmp} (left by the killed run) was not cleaned by the rerun"
+    assert not [p.name for p in out.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
     assert _digest(tmp_path / "src") == before

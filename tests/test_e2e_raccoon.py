@@ -51,7 +51,7 @@ def test_raccoon_convert_train_evaluate_export_detect(tmp_path):
     for name in ("raccoon-150.jpg", "raccoon-1.jpg"):  # a grayscale and a colour JPEG
         (images / name).write_bytes((RACCOON / "images" / name).read_bytes())
     od("detect", "--model", exp, "--images", images, "--out", det, "--min-score", "0.0")
-    results = json.loads((det / "detections.json").read_text())
+    results = json.loads((det / "detections.json").read_text())["images"]
     assert [r["image"] for r in results] == ["raccoon-1.jpg", "raccoon-150.jpg"]
     assert (det / "raccoon-150.jpg").is_file()
     for r in results:

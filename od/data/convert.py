@@ -238,7 +238,7 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
             skip_invalid: bool = False, shard_bytes: int = DEFAULT_SHARD_BYTES,
             workers: int | None = None, to: str = "tfrecord", dedupe: bool = False,
             balance: str | None = None, verify: str = "fast", progress: bool = False,
-            exif: str = "auto") -> ConvertSummary:
+            exif: str = "auto", overwrite: bool = False) -> ConvertSummary:
     """Convert annotations to TFRecord shards (or another format), a label map and a summary.
 
     Args:
@@ -260,6 +260,8 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
       progress: show a tqdm progress bar over the written jobs.
       exif: which picture the boxes of an EXIF-rotated image are drawn on: ``'auto'``,
         ``'stored'`` or ``'displayed'`` (od.data.guards explains the rule).
+      overwrite: write into an existing folder that is not a previous convert output
+        (od.outputs.prepare_out).
     Returns:
       ConvertSummary (also written as ``summary.json``). ``fixes`` counts what was repaired:
       ``duplicate_boxes`` (dropped), ``size_from_image``, ``exif_boxes_rotated``,
@@ -269,7 +271,13 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
         each (file, reason, fix). Nothing is written then.
       OdError: unknown format or target, impossible options (od.data.guards.check_options);
         the readers' errors; no images or no boxes at all; class names that differ only by case.
+        OutputError: ``out`` is, holds or lies inside an input, or is not writable
+        (od.outputs.prepare_out).
     """
+    from od import outputs
+    sources = annotations if isinstance(annotations, (list, tuple)) else [annotations]
+    outputs.prepare_out(out, inputs=[*sources, images, label_map], command="convert",
+                        overwrite=overwrite)
     if to not in TARGETS:
         raise OdError(f"unknown output format {to!r}; choose one of {', '.join(TARGETS)}.")
     guards.check_options(shard_bytes=shard_bytes, workers=workers, split=split, exif=exif,

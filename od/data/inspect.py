@@ -147,7 +147,8 @@ def _plots(records: list[ImageAnnotation], out: Path, samples: int, seed: int) -
 
 
 def inspect(data: str | os.PathLike, out: str | os.PathLike | None = None, *,
-            format: str | None = None, images=None, samples: int = 16, seed: int = 0) -> dict:
+            format: str | None = None, images=None, samples: int = 16, seed: int = 0,
+            overwrite: bool = False) -> dict:
     """Summarise a dataset and draw its plots.
 
     Args:
@@ -161,13 +162,18 @@ def inspect(data: str | os.PathLike, out: str | os.PathLike | None = None, *,
     Raises:
       OdError: no TFRecords where expected, the readers' errors.
     """
+    from od import outputs
+
     data = Path(data)
-    records = _read(data, format, images)
-    if out is None:
+    default = out is None
+    if default:
         out = data / "inspect" if data.is_dir() else data.with_name(data.stem + "_inspect")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    outputs.prepare_out(out, inputs=[data, images], command="inspect",
+                        overwrite=overwrite or default, inside_ok=[data] if default else [])
+    records = _read(data, format, images)
+    out = outputs.start_output(out, "inspect")
     summary = summarize(records)
     summary["plots"] = [str(p) for p in _plots(records, out, samples, seed)]
     atomic.write_json(out / "summary.json", summary)
+    outputs.write_marker(out, "inspect", [*PLOTS, "summary.json"])
     return summary

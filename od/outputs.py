@@ -1,0 +1,178 @@
+"""Guards for every folder `od` writes: a command never overwrites its own inputs or a user's files.
+
+Every library function that writes an output folder (``convert``, ``inspect``, ``export``,
+``evaluate``, ``detect_folder``, ``quickstart.run``) calls :func:`prepare_out` first, before any
+work. It refuses, with an :class:`OutputError` naming both paths:
+
+- an ``out`` that is, contains, or lies inside one of the command's inputs (images folder,
+  annotation files/folders, run folder, export folder, the folder of a TFRecord glob), after
+  resolving symlinks and ``..``;
+- an ``out`` that is an existing file, or whose parent is a file or cannot be created/written;
+- an existing, non-empty ``out`` that is not a previous output of the same command, unless
+  ``overwrite=True`` (``--overwrite``).
+
+A previous output is recognised by the marker file ``.od-output.json`` that `od` writes into each
+output folder: ``{"command": "export", "entries": [top-level names od wrote]}``, or, for folders
+written before markers existed, by the files that command always writes (``SIGNATURES``).
+
+Replacing a folder removes only what `od` wrote there: ``od.atomic.atomic_path`` swaps the whole
+folder only when every entry in it is listed in its marker; otherwise (a user's folder given with
+``--overwrite``) it moves the new entries in one by one, replacing same-named entries, removing
+entries the old marker lists, and leaving every other file alone.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+
+from od.errors import OdError
+
+MARKER = ".od-output.json"
+
+SIGNATURES = {
+    "convert": ("label_map.pbtxt", "summary.json"),
+    "inspect": ("summary.json", "samples.png"),
+    "export": ("saved_model", "export_check.json"),
+    "evaluate": ("metrics.json",),
+    "detect": ("detections.json",),
+    "quickstart": ("shapes",),
+}
+"""Files each command always writes: an unmarked folder holding all of them is its output."""
+
+_COMMANDS: dict[Path, str] = {}  # resolved out folder → command, for atomic_path's marker
+
+
+class OutputError(OdError):
+    """An output folder would overwrite an input or a user's files, or cannot be written."""
+
+
+def _resolve(path) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(str(path)))).resolve()
+
+
+def _input_paths(entry) -> list[Path]:
+    """The paths an input names: ``SPLIT=PATH`` entries, globs (their folder), plain paths."""
+    text = str(entry)
+    head, sep, tail = text.partition("=")
+    if sep and head in ("train", "val", "test") and "/" not in head:
+        text = tail
+    if glob.has_magic(text):
+        paths = [Path(p) for p in glob.glob(text)]
+        prefix = text[:min(text.index(c) for c in "*?[" if c in text)]
+        return [Path(os.path.dirname(prefix) or "."), *paths]
+    return [Path(text)]
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """True when ``a`` is ``b`` or lies under it."""
+    return a == b or b in a.parents
+
+
+def read_marker(folder: str | os.PathLike) -> dict | None:
+    """The marker of an output folder (``{"command", "entries"}``), or None."""
+    try:
+        data = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("command"), str) else None
+
+
+def output_of(folder: str | os.PathLike) -> str | None:
+    """Which command wrote ``folder`` (marker, else ``SIGNATURES``), or None."""
+    folder = Path(folder)
+    marker = read_marker(folder)
+    if marker:
+        return marker["command"]
+    for command, names in SIGNATURES.items():
+        if all((folder / n).exists() for n in names):
+            return command
+    return None
+
+
+def prepare_out(out: str | os.PathLike, *, inputs=(), command: str, overwrite: bool = False,
+                inside_ok=()) -> Path:
+    """Check that ``command`` may write the folder ``out``; call before any work.
+
+    Args:
+      out: the output folder.
+      inputs: paths the command reads (files, folders, globs, ``SPLIT=PATH``; None is skipped).
+      command: the command's name (``'export'``...), recorded in the folder's marker.
+      overwrite: allow an existing, non-empty folder that is not a previous ``command`` output.
+      inside_ok: inputs that ``out`` may lie inside (not be, nor contain): a run folder holds
+        its default ``eval/``, a data folder its default ``inspect/``.
+    Returns:
+      ``out`` as a Path (as given, not resolved).
+    Raises:
+      OutputError: see the module doc; the message names ``out``, the input and the fix.
+    """
+    given = Path(out)
+    real = _resolve(out)
+    near = {_resolve(p) for p in inside_ok if p is not None}
+    for entry in inputs:
+        if entry is None:
+            continue
+        for path in _input_paths(entry):
+            inp = _resolve(path)
+            if real == inp:
+                raise OutputError(f"--out {given} is the input {path}; {command} would overwrite "
+                                  "it. Give a new folder for the output.")
+            if _inside(inp, real):
+                raise OutputError(f"--out {given} contains the input {path}; {command} would "
+                                  "replace it. Give a folder outside the inputs.")
+            if _inside(real, inp) and inp not in near:
+                raise OutputError(f"--out {given} lies inside the input {path}; give a folder "
+                                  "outside the inputs (e.g. a sibling).")
+    if real.exists() and not real.is_dir():
+        raise OutputError(f"--out {given} is an existing file, not a folder; give a folder path.")
+    parent = next((p for p in real.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputError(f"--out {given}: {parent} is a file, so the folder cannot be created; "
+                          "give another path.")
+    writable = real if real.is_dir() else parent
+    if writable is not None and not os.access(writable, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {given}: {writable} is not writable; give a folder you can "
+                          "write to.")
+    if real.is_dir() and any(real.iterdir()) and not overwrite:
+        previous = output_of(real)
+        if previous != command:
+            what = (f"an output of `od {previous}`" if previous else "not an output of od")
+            raise OutputError(f"--out {given} exists, is not empty and is {what}; {command} "
+                              "would overwrite files in it. Give a new folder, or pass "
+                              "--overwrite (overwrite=True) to write into it (only files od "
+                              "writes are replaced).")
+    _COMMANDS[real] = command
+    return given
+
+
+def command_for(folder: str | os.PathLike) -> str | None:
+    """The command that ``prepare_out`` cleared to write ``folder`` in this process, if any."""
+    return _COMMANDS.get(_resolve(folder))
+
+
+def write_marker(folder: str | os.PathLike, command: str, entries=()) -> None:
+    """Record ``folder`` as an output of ``command`` with the top-level ``entries`` od wrote
+    (merged with the entries of an existing marker of the same command)."""
+    from od import atomic
+
+    folder = Path(folder)
+    old = read_marker(folder)
+    names = set(entries)
+    if old and old["command"] == command:
+        names |= set(old.get("entries") or ())
+    names.discard(MARKER)
+    atomic.write_json(folder / MARKER, {"command": command, "entries": sorted(names)})
+
+
+def start_output(out: str | os.PathLike, command: str) -> Path:
+    """Create ``out`` for a command that writes file by file (detect, evaluate, inspect) and
+    mark it as that command's output."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"--out {out}: cannot create the folder ({e.strerror}); give a folder "
+                          "you can write to.") from None
+    write_marker(out, command)
+    return out
