@@ -103,7 +103,8 @@ def _jpeg(image) -> bytes:
 
 def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str | os.PathLike,
                   *, min_score: float = 0.5, voc: bool = False, crops: bool = False,
-                  progress: bool = True, format: str = "saved_model") -> list[dict]:
+                  progress: bool = True, format: str = "saved_model", tile: int = 0,
+                  tile_overlap: float = 0.2) -> list[dict]:
     """Detect objects in every image of ``images`` (not recursive) and write ``out`` (module doc).
 
     Args:
@@ -111,6 +112,8 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
       images: folder of images, or a single image file.
       min_score: keep detections with score >= this, in [0, 1].
       format: which model of the export folder runs (``Detector``).
+      tile: > 0: also detect on overlapping ``tile`` px tiles and merge with NMS
+        (``od.tiling.detect_tiled``), for small objects in large photos; tile_overlap: fraction.
     Returns:
       The list written to ``detections.json``.
     Raises:
@@ -121,6 +124,7 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
     from tqdm import tqdm
 
     from od.data.records import ImageAnnotation, ObjectBox
+    from od import tiling
     from od.data.voc import to_xml
     from od.visualize import draw_detections
 
@@ -138,7 +142,8 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
     results, rows = [], []
     for path in tqdm(files, desc="detect", unit="img", disable=not progress):
         image = load_image(path)
-        det = detector(image).above(min_score)
+        det = (tiling.detect_tiled(detector, image, tile, tile_overlap) if tile
+               else detector(image)).above(min_score)
         recs = _records(path.name, det, lm)
         results.append({"image": path.name, "width": det.width, "height": det.height,
                         "detections": recs})
