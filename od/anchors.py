@@ -261,20 +261,20 @@ class Fit:
                 f"{self.after.recall:.3f}")
 
 
-def _input_sizes(cfg, base: Anchors, auto_input: bool, max_input: int | None = None) -> list[int]:
+def _input_sizes(cfg, base: Anchors, auto_input: bool) -> list[int]:
     if not auto_input:
         return [base.input_size]
     step = 2 ** base.max_level
-    top = max_input or cfg.train.max_input_size
+    top = cfg.train.max_input_size
     lo = max(step, math.ceil(AUTO_MIN_INPUT / step) * step)
     sizes = list(range(lo, top + 1, step))
     return sizes or [max(step, top // step * step)]
 
 
 def search(boxes: BoxSet, cfg, *, fit_anchors: bool, auto_input: bool, threshold: float,
-           max_input: int | None = None) -> tuple[Anchors, float]:
-    """The anchors (and input size) that reach ``TARGET`` coverage at the least cost, else the
-    best found; returns (anchors, coverage on the search sample)."""
+           sizes: list | None = None) -> tuple[Anchors, float]:
+    """The anchors (and input size, from ``sizes`` or ``_input_sizes``) that reach ``TARGET``
+    coverage at the least cost, else the best found; returns (anchors, sample coverage)."""
     base = Anchors.of(cfg.model)
     sample = boxes.sample(_SEARCH_BOXES)
     aspect_sets = [base.aspect_ratios]
@@ -283,7 +283,7 @@ def search(boxes: BoxSet, cfg, *, fit_anchors: bool, auto_input: bool, threshold
         if km != base.aspect_ratios:
             aspect_sets.append(km)
     best, best_cov = None, -1.0
-    for size in _input_sizes(cfg, base, auto_input, max_input):
+    for size in sizes or _input_sizes(cfg, base, auto_input):
         here = replace(base, input_size=size)
         cov = float((best_iou(sample, here, prune_below=threshold) >= threshold).mean())
         if cov > best_cov:
@@ -351,12 +351,12 @@ def fit(cfg, boxes: BoxSet) -> Fit:
 
 
 def suggestion(cfg, boxes: BoxSet, threshold: float) -> str:
-    """Concrete overrides that reach ``TARGET`` (allowing inputs up to 2048 px), or ''."""
-    from dataclasses import replace as rep
-    loose = rep(cfg, model=rep(cfg.model, input_size=0))
-    top = max(cfg.train.max_input_size, 2048)
-    cand, cov = search(boxes, loose, fit_anchors=True, auto_input=True, threshold=threshold,
-                       max_input=top)
+    """Concrete overrides that reach ``TARGET``: fitted anchors at the config's input size, else
+    at 2x or 4x that size (at most 2048 px); '' when none does."""
+    size = cfg.model.input_size or AUTO_MIN_INPUT
+    sizes = [s for s in (size, 2 * size, 4 * size) if s <= max(2048, size)]
+    cand, cov = search(boxes, cfg, fit_anchors=True, auto_input=True, threshold=threshold,
+                       sizes=sizes)
     if cov < TARGET:
         return ""
     extra = (f" train.max_input_size={cand.input_size}"
@@ -400,6 +400,6 @@ def prepare_training(cfg, model_dir, log=print):
         log(f"WARNING: anchor coverage {result.after.recall:.3f} < {TARGET}: about "
             f"{1 - result.after.recall:.0%} of the training boxes match no anchor and will "
             "hardly be learned. " + (f"Overrides that reach it: {hint}" if hint else
-                                     "No anchor setting up to 2048 px reaches it; " +
+                                     "No anchor setting up to 4x the input size reaches it; " +
                                      _smallest(boxes, result.after.anchors.input_size)))
     return cfg
