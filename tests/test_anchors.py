@@ -152,3 +152,24 @@ def test_tiled_detection_maps_boxes_back_and_merges_duplicates():
     assert len(det) == 1 and det.class_ids[0] == 2 and det.width == 600
     np.testing.assert_allclose(det.boxes[0], [190 / 400, 290 / 600, 210 / 400, 310 / 600],
                                atol=1e-5)
+
+
+def test_detect_tile_on_a_tiny_run(tiny_run, tmp_path):
+    """`od detect --tile` with a real exported model: one merged result per image, boxes inside
+    the image, as many or more candidates than without tiles (before the score cut)."""
+    from od import export
+    from od.cli import main
+    from od.detect import Detector, load_image
+    from od import tiling
+
+    root, _ = tiny_run
+    export.export(root / "run", tmp_path / "export", formats=("saved_model",))
+    img = sorted((root / "raw" / "images").iterdir())[0]
+    det = Detector(tmp_path / "export")
+    image = load_image(img)
+    tiled = tiling.detect_tiled(det, image, 32, 0.2)
+    assert tiled.width == image.shape[1] and np.all((tiled.boxes >= -1e-6) & (tiled.boxes <= 1 + 1e-6))
+    assert np.all(np.diff(tiled.scores) <= 1e-6)
+    assert main(["detect", "--model", str(tmp_path / "export"), "--images", str(img),
+                 "--out", str(tmp_path / "det"), "--tile", "32", "--min-score", "0"]) == 0
+    assert (tmp_path / "det" / "detections.json").is_file()
