@@ -20,6 +20,7 @@ autoanchor clusters box shapes) and ``anchor_size``, then one more ``num_scales`
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -131,21 +132,14 @@ class Anchors:
                 f"model.aspect_ratios={','.join(f'{a:g}' for a in self.aspect_ratios)}")
 
 
-_MAX_IOU = None
-
-
+@functools.lru_cache(maxsize=1)
 def _max_iou_fn():
     """One traced ``tf.function``: [A, 4] anchors, [B, 4] boxes → [B] best IoU."""
-    global _MAX_IOU
-    if _MAX_IOU is None:
-        import tensorflow as tf
-        from official.vision.ops.iou_similarity import IouSimilarity
+    import tensorflow as tf
+    from official.vision.ops.iou_similarity import IouSimilarity
 
-        sim = IouSimilarity()
-        spec = tf.TensorSpec([None, 4], tf.float32)
-        _MAX_IOU = tf.function(lambda a, b: tf.reduce_max(sim(a, b), axis=0),
-                               input_signature=[spec, spec])
-    return _MAX_IOU
+    sim, spec = IouSimilarity(), tf.TensorSpec([None, 4], tf.float32)
+    return tf.function(lambda a, b: tf.reduce_max(sim(a, b), axis=0), input_signature=[spec, spec])
 
 
 def best_iou(boxes: BoxSet, anchors: Anchors, chunk: int = 512,

@@ -35,7 +35,7 @@ class ModelConfig:
     backbone: str = "mobilenet"      # Model Garden backbone type: mobilenet, resnet, spinenet, spinenet_mobile
     backbone_id: str = "MobileNetV2"  # the backbone's model_id (MobileNetV2, 50, 49 ...)
     decoder: str = "fpn"             # fpn or identity (SpineNet has its own multi-scale output)
-    input_size: int = 256            # pixels, square; a multiple of 2**max_level; auto (0) = fit to the boxes (od.anchors)
+    input_size: int = 256            # pixels, square; a multiple of 2**max_level; auto (0): od.anchors
     min_level: int = 3               # finest feature level (stride 2**min_level pixels)
     max_level: int = 7               # coarsest feature level
     fpn_filters: int = 128           # channels of the FPN decoder
@@ -46,7 +46,7 @@ class ModelConfig:
     num_scales: int = 3              # anchor scales per level
     aspect_ratios: tuple = (0.5, 1.0, 2.0)  # anchor width/height ratios
     anchor_size: float = 4.0         # anchor side in units of the level's stride
-    anchor_fit: str = "auto"         # auto: fit anchor_size/num_scales/aspect_ratios to the boxes at train start; off: as written
+    anchor_fit: str = "auto"         # auto: anchors fitted to the boxes at train start; off: as written
     num_classes: int = 0             # 0 = from the label map (max id + 1, background = 0)
     max_detections: int = 100        # boxes per image after NMS
     nms_iou_threshold: float = 0.5   # IoU above which NMS suppresses a box

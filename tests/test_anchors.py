@@ -168,7 +168,8 @@ def test_detect_tile_on_a_tiny_run(tiny_run, tmp_path):
     det = Detector(tmp_path / "export")
     image = load_image(img)
     tiled = tiling.detect_tiled(det, image, 32, 0.2)
-    assert tiled.width == image.shape[1] and np.all((tiled.boxes >= -1e-6) & (tiled.boxes <= 1 + 1e-6))
+    assert tiled.width == image.shape[1]
+    assert np.all((tiled.boxes >= -1e-6) & (tiled.boxes <= 1 + 1e-6))
     assert np.all(np.diff(tiled.scores) <= 1e-6)
     assert main(["detect", "--model", str(tmp_path / "export"), "--images", str(img),
                  "--out", str(tmp_path / "det"), "--tile", "32", "--min-score", "0"]) == 0
