@@ -266,7 +266,7 @@ def _input_sizes(cfg, base: Anchors, auto_input: bool) -> list[int]:
 
 
 def search(boxes: BoxSet, cfg, *, fit_anchors: bool, auto_input: bool, threshold: float,
-           sizes: list | None = None) -> tuple[Anchors, float]:
+           sizes: list | None = None, grid: tuple = _ANCHOR_SIZES) -> tuple[Anchors, float]:
     """The anchors (and input size, from ``sizes`` or ``_input_sizes``) that reach ``TARGET``
     coverage at the least cost, else the best found; returns (anchors, sample coverage)."""
     base = Anchors.of(cfg.model)
@@ -289,7 +289,7 @@ def search(boxes: BoxSet, cfg, *, fit_anchors: bool, auto_input: bool, threshold
         for ns in (base.num_scales, base.num_scales + 1):
             found = []
             for aspects in aspect_sets:
-                for a_size in sorted(set(_ANCHOR_SIZES) | {base.anchor_size}):
+                for a_size in sorted(set(grid) | {base.anchor_size}):
                     cand = replace(here, num_scales=ns, aspect_ratios=aspects, anchor_size=a_size)
                     c = float((best_iou(sample, cand, prune_below=threshold) >= threshold).mean())
                     found.append((round(c, 3), aspects == base.aspect_ratios,
@@ -350,7 +350,7 @@ def suggestion(cfg, boxes: BoxSet, threshold: float) -> str:
     size = cfg.model.input_size or AUTO_MIN_INPUT
     sizes = [s for s in (size, 2 * size, 4 * size) if s <= max(2048, size)]
     cand, cov = search(boxes, cfg, fit_anchors=True, auto_input=True, threshold=threshold,
-                       sizes=sizes)
+                       sizes=sizes, grid=_ANCHOR_SIZES[::2])
     if cov < TARGET:
         return ""
     extra = (f" train.max_input_size={cand.input_size}"
