@@ -174,3 +174,23 @@ def test_detect_tile_on_a_tiny_run(tiny_run, tmp_path):
     assert main(["detect", "--model", str(tmp_path / "export"), "--images", str(img),
                  "--out", str(tmp_path / "det"), "--tile", "32", "--min-score", "0"]) == 0
     assert (tmp_path / "det" / "detections.json").is_file()
+
+
+def test_train_start_with_anchor_fit_off_warns_with_overrides(tmp_path):
+    """prepare_training (what `od train` calls first): `off` keeps the anchors as written, prints
+    the coverage line and a warning with overrides that reach the target."""
+    from od import synthetic
+    from od.data.convert import convert
+
+    synthetic.generate(tmp_path / "raw", 8, size=(80, 64), seed=1)
+    convert(tmp_path / "raw" / "annotations", tmp_path / "data", format="voc",
+            images=tmp_path / "raw" / "images", split=(1.0, 0.0, 0.0))
+    cfg = config.load(CONFIGS / "quickstart_shapes_128.yaml", overrides=[
+        f"data.train={tmp_path / 'data'}", "model.input_size=64", "model.anchor_fit=off",
+        "model.anchor_size=24"])
+    cfg, _ = config.resolve(cfg)
+    lines: list = []
+    out = anchors.prepare_training(cfg, tmp_path / "run", log=lines.append)
+    assert out.model == cfg.model
+    assert lines[0].startswith("anchor coverage") and len(lines) == 2
+    assert lines[1].startswith("WARNING: anchor coverage") and "model.anchor_size=" in lines[1]
