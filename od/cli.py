@@ -62,6 +62,9 @@ def _add_data_commands(sub) -> None:
     i.add_argument("--out", help="output folder (default DATA/inspect)")
     i.add_argument("--samples", type=int, default=16, help="images in the sample grid")
     i.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+    i.add_argument("--config", action="append", default=[],
+                   help="pipeline config YAML: also report anchor coverage (as written and "
+                        "fitted) and draw anchors.png; repeat to layer files")
     i.set_defaults(func=_data_inspect)
 
 
@@ -92,9 +95,21 @@ def _data_convert(a) -> None:
 def _data_inspect(a) -> None:
     from od.data.inspect import inspect
     s = inspect(a.data, a.out, format=a.format, images=a.images, samples=a.samples,
-                overwrite=a.overwrite)
-    print(json.dumps({k: v for k, v in s.items() if k != "plots"}, indent=2))
+                overwrite=a.overwrite, config=a.config or None)
+    print(json.dumps({k: v for k, v in s.items() if k not in ("plots", "anchors")}, indent=2))
+    if "anchors" in s:
+        _print_anchor_report(s["anchors"])
     print("plots: " + ", ".join(s["plots"]))
+
+
+def _print_anchor_report(r: dict) -> None:
+    w, f = r["as_written"], r["fitted"]
+    print(f"anchor coverage as written: {w['recall']:.3f} (input {w['input_size']} px, anchor "
+          f"sizes {w['anchor_sizes_px'][0]:g}..{w['anchor_sizes_px'][-1]:g} px)")
+    print(r["fit"])
+    print("per class (fitted): " + ", ".join(f"{c} {v:.2f}" for c, v in f["per_class"].items()))
+    if r.get("suggestion"):
+        print(f"overrides that reach the target: {r['suggestion']}")
 
 
 # ---- od train / evaluate / export / detect / quickstart / config ----------------------------
@@ -137,6 +152,10 @@ def _add_model_commands(sub) -> None:
     d.add_argument("--format", default="saved_model",
                    help="saved_model, or tflite / tflite_fp16 / tflite_int8 of the export folder")
     d.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+    d.add_argument("--tile", type=int, default=0, metavar="N",
+                   help="also detect on overlapping N-px tiles, merged by NMS (small objects in "
+                        "large photos; e.g. N = the model's input size)")
+    d.add_argument("--tile-overlap", type=float, default=0.2, help="tile overlap fraction")
     d.set_defaults(func=_detect)
 
     q = sub.add_parser("quickstart", help="run every stage on a generated dataset (no download)")
@@ -189,7 +208,8 @@ def _export(a) -> None:
 def _detect(a) -> None:
     from od.detect import detect_folder
     r = detect_folder(a.model, a.images, a.out, min_score=a.min_score, voc=a.voc, crops=a.crops,
-                      format=a.format, overwrite=a.overwrite)
+                      format=a.format, overwrite=a.overwrite, tile=a.tile,
+                      tile_overlap=a.tile_overlap)
     done = r["images"]
     print(f"{sum(len(x['detections']) for x in done)} boxes in {len(done)} images → {a.out}/")
     for s in r["skipped"]:

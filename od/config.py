@@ -35,7 +35,7 @@ class ModelConfig:
     backbone: str = "mobilenet"      # Model Garden backbone type: mobilenet, resnet, spinenet, spinenet_mobile
     backbone_id: str = "MobileNetV2"  # the backbone's model_id (MobileNetV2, 50, 49 ...)
     decoder: str = "fpn"             # fpn or identity (SpineNet has its own multi-scale output)
-    input_size: int = 256            # pixels, square; a multiple of 2**max_level
+    input_size: int = 256            # pixels, square; a multiple of 2**max_level; auto (0): od.anchors
     min_level: int = 3               # finest feature level (stride 2**min_level pixels)
     max_level: int = 7               # coarsest feature level
     fpn_filters: int = 128           # channels of the FPN decoder
@@ -46,6 +46,7 @@ class ModelConfig:
     num_scales: int = 3              # anchor scales per level
     aspect_ratios: tuple = (0.5, 1.0, 2.0)  # anchor width/height ratios
     anchor_size: float = 4.0         # anchor side in units of the level's stride
+    anchor_fit: str = "auto"         # auto: anchors fitted to the boxes at train start; off: as written
     num_classes: int = 0             # 0 = from the label map (max id + 1, background = 0)
     max_detections: int = 100        # boxes per image after NMS
     nms_iou_threshold: float = 0.5   # IoU above which NMS suppresses a box
@@ -86,6 +87,7 @@ class TrainConfig:
     max_checkpoints: int = 3         # checkpoints kept in the run folder
     eval_every: int = 0              # steps between evaluations on data.val; 0 = never
     seed: int = 0
+    max_input_size: int = 640        # pixels; the largest size model.input_size auto may choose
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ _CHOICES = {
     "model.backbone": ("mobilenet", "resnet", "spinenet", "spinenet_mobile"),
     "model.decoder": ("fpn", "identity"),
     "model.nms_version": ("batched", "v1", "v2", "v3"),
+    "model.anchor_fit": ("auto", "off"),
     "train.fine_tune_checkpoint_type": ("backbone", "detector", "full"),
     "runtime.strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
     "runtime.mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
@@ -181,6 +184,8 @@ def _unknown(key: str, where: str) -> ConfigError:
 def _coerce(key: str, value, default, where: str):
     """Convert ``value`` (from YAML or a string override) to the type of ``default``."""
     kind = type(default)
+    if key == "model.input_size" and str(value).strip().lower() == "auto":
+        return 0  # input_size auto: chosen from the boxes at train start (od.anchors)
     try:
         if isinstance(default, bool):
             if isinstance(value, bool):
@@ -215,6 +220,9 @@ def check(cfg: PipelineConfig, where: str) -> PipelineConfig:
         if v not in choices:
             raise ConfigError(f"{where}: {key} = {v!r}; choose one of {', '.join(choices)}.")
     m, t = cfg.model, cfg.train
+    if m.input_size < 0 or t.max_input_size < 2 ** m.max_level:
+        raise ConfigError(f"{where}: need model.input_size >= 0 (0 = auto) and "
+                          f"train.max_input_size >= 2**model.max_level = {2 ** m.max_level}.")
     if m.input_size % (2 ** m.max_level):
         raise ConfigError(f"{where}: model.input_size = {m.input_size} px is not a multiple of "
                           f"2**model.max_level = {2 ** m.max_level}; use e.g. "
@@ -318,6 +326,8 @@ def to_dict(cfg: PipelineConfig) -> dict:
         for k, v in section.items():
             if isinstance(v, tuple):
                 section[k] = list(v)
+    if d["model"]["input_size"] == 0:
+        d["model"]["input_size"] = "auto"
     return d
 
 

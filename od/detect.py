@@ -112,7 +112,7 @@ def _jpeg(image) -> bytes:
 def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str | os.PathLike,
                   *, min_score: float = 0.5, voc: bool = False, crops: bool = False,
                   progress: bool = True, format: str = "saved_model",
-                  overwrite: bool = False) -> dict:
+                  overwrite: bool = False, tile: int = 0, tile_overlap: float = 0.2) -> dict:
     """Detect objects in every image of ``images`` (not recursive) and write ``out`` (module doc).
 
     Args:
@@ -122,6 +122,8 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
       format: which model of the export folder runs (``Detector``).
       overwrite: write into an existing folder that is not a previous detect output (files of
         the same names are replaced, nothing else; od.outputs).
+      tile: > 0: also detect on overlapping ``tile`` px tiles and merge with NMS
+        (``od.tiling.detect_tiled``), for small objects in large photos; tile_overlap: fraction.
     Returns:
       The dict written to ``detections.json`` (``images`` and ``skipped``, module doc).
     Raises:
@@ -133,6 +135,7 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
     from tqdm import tqdm
 
     from od.data.records import ImageAnnotation, ObjectBox
+    from od import tiling
     from od.data.voc import to_xml
     from od.visualize import draw_detections
 
@@ -155,7 +158,8 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
         except (ImageError, OSError) as e:
             skipped.append({"image": path.name, "reason": str(e)})
             continue
-        det = detector(image).above(min_score)
+        det = (tiling.detect_tiled(detector, image, tile, tile_overlap) if tile
+               else detector(image)).above(min_score)
         recs = _records(path.name, det, lm)
         results.append({"image": path.name, "width": det.width, "height": det.height,
                         "detections": recs})

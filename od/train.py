@@ -234,6 +234,8 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
     else:
         cfg = config_lib.load(config, extra, overrides)
     cfg, lm = config_lib.resolve(cfg)
+    from od import anchors  # anchor coverage printed, anchors fitted (model.anchor_fit)
+    cfg = anchors.prepare_training(cfg, model_dir, log=lambda s: print(s, flush=True))
     ckpt = _check_fine_tune_checkpoint(cfg.train.fine_tune_checkpoint)
     cfg = replace(cfg, train=replace(cfg.train, fine_tune_checkpoint=ckpt))
     _check_resume(cfg, model_dir)

@@ -11,6 +11,9 @@ Output folder (default ``DATA/inspect/`` for a folder, ``<name>_inspect/`` besid
     box_sizes.png         histograms of box width and height in pixels, and sqrt(area fraction)
     aspect_ratios.png     histogram of box width/height (log scale)
     samples.png           a grid of sample images with their boxes and labels drawn
+    anchors.png           with a pipeline config: box sizes at the model input against the
+                          anchor sizes, and anchor coverage per class (od.anchors), as written
+                          and as fitted; summary.json gets ``anchors``
 
 Plots use matplotlib's Agg backend (no display needed); each file is written atomically.
 """
@@ -146,9 +149,68 @@ def _plots(records: list[ImageAnnotation], out: Path, samples: int, seed: int) -
     return written
 
 
+def anchor_report(records: list[ImageAnnotation], config, out: Path) -> dict:
+    """Anchor coverage of ``config`` (a PipelineConfig, a YAML path or a list of them) on the
+    training records (all records when none has a split), as written and as fitted, and
+    ``out/anchors.png``. Returns the ``anchors`` summary entry. Raises AnchorFitError (no boxes)."""
+    from od import anchors
+    from od import config as config_lib
+
+    cfg = config
+    if not isinstance(config, config_lib.PipelineConfig):
+        paths = [config] if isinstance(config, (str, os.PathLike)) else list(config)
+        cfg = config_lib.load(paths[0] if paths else None, paths[1:])
+    train = [r for r in records if r.split in (None, "train")] or records
+    boxes = anchors.BoxSet.from_records(train, "training records")
+    report: dict = {}
+    try:
+        fit = anchors.fit(cfg, boxes)
+        report["fit"] = fit.message()
+    except anchors.AnchorFitError as e:
+        th = anchors.match_threshold(cfg)
+        a = anchors.Anchors.of(cfg.model)
+        a = a if a.input_size else anchors.replace(a, input_size=anchors.AUTO_MIN_INPUT)
+        cov = anchors.coverage(boxes, a, th)
+        fit = anchors.Fit(cov, cov, False)
+        report["fit"] = f"error: {e}"
+    report.update(as_written=fit.before.to_json(), fitted=fit.after.to_json(),
+                  reached=fit.reached, line=fit.after.line())
+    if not fit.reached:
+        report["suggestion"] = anchors.suggestion(
+            anchors.apply(cfg, fit.after.anchors), boxes, fit.after.threshold)
+    report["plot"] = str(_anchor_plot(boxes, fit, out / "anchors.png"))
+    return report
+
+
+def _anchor_plot(boxes, fit, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
+    for ax, cov, name in ((axes[0], fit.before, "as written"), (axes[1], fit.after, "fitted")):
+        hw = boxes.hw_pixels(cov.anchors.input_size)
+        side = np.sqrt(np.maximum(hw[:, 0] * hw[:, 1], 1e-6))
+        bins = np.geomspace(max(side.min(), 1.0), max(side.max(), 2.0), 40)
+        ok = cov.best >= cov.threshold
+        ax.hist([side[ok], side[~ok]], bins=bins, stacked=True, color=["tab:green", "tab:red"],
+                label=["matched (IoU >= %g)" % cov.threshold, "no anchor"])
+        for s in cov.anchors.sizes():
+            ax.axvline(s, color="k", linewidth=0.6, alpha=0.5)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"box side sqrt(w*h), px at input {cov.anchors.input_size}; "
+                      "lines: anchor sizes")
+        ax.set_title(f"{name}: coverage {cov.recall:.3f}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
 def inspect(data: str | os.PathLike, out: str | os.PathLike | None = None, *,
             format: str | None = None, images=None, samples: int = 16, seed: int = 0,
-            overwrite: bool = False) -> dict:
+            overwrite: bool = False, config=None) -> dict:
     """Summarise a dataset and draw its plots.
 
     Args:
@@ -157,6 +219,8 @@ def inspect(data: str | os.PathLike, out: str | os.PathLike | None = None, *,
       format: None for TFRecords, else a reader name (``voc``, ``coco``, ``csv``, ``automl``).
       images: images folder for an annotation source.
       samples: images in the sample grid; seed: which ones.
+      config: a pipeline config (PipelineConfig, YAML path or list of layered paths): adds the
+        anchor coverage report ``anchors`` and ``anchors.png`` (``anchor_report``).
     Returns:
       the summary dict (also ``out/summary.json``), with ``plots``: the PNG paths written.
     Raises:
@@ -174,6 +238,9 @@ def inspect(data: str | os.PathLike, out: str | os.PathLike | None = None, *,
     out = outputs.start_output(out, "inspect")
     summary = summarize(records)
     summary["plots"] = [str(p) for p in _plots(records, out, samples, seed)]
+    if config is not None:
+        summary["anchors"] = anchor_report(records, config, out)
+        summary["plots"].append(summary["anchors"]["plot"])
     atomic.write_json(out / "summary.json", summary)
     outputs.write_marker(out, "inspect", [*PLOTS, "summary.json"])
     return summary

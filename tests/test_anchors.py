@@ -1,0 +1,196 @@
+"""Anchor coverage, the anchor fit (od.anchors) and tiled detection (od.tiling)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import CONFIGS, TINY
+
+from od import anchors, config
+from od.data.records import ImageAnnotation, ObjectBox
+from od.detections import Detections
+
+
+def _squares(side_px: float, image: int = 256, n_images: int = 6, per_row: int = 4,
+             label: str = "dot") -> list[ImageAnnotation]:
+    """Images ``image`` px square with a grid of ``side_px`` squares at irregular offsets."""
+    rng = np.random.default_rng(0)
+    recs = []
+    for k in range(n_images):
+        boxes = []
+        for i in range(per_row):
+            for j in range(per_row):
+                y = (i + 0.5) / per_row + rng.uniform(-0.05, 0.05)
+                x = (j + 0.5) / per_row + rng.uniform(-0.05, 0.05)
+                s = side_px / image / 2
+                boxes.append(ObjectBox(y - s, x - s, y + s, x + s, label))
+        recs.append(ImageAnnotation(Path(f"img{k}.jpg"), image, image, tuple(boxes)))
+    return recs
+
+
+def _cfg(*overrides):
+    return config.load(CONFIGS / "retinanet_mobilenetv2_fpn_256.yaml", overrides=list(overrides))
+
+
+def test_small_boxes_have_low_coverage_with_defaults_and_high_after_fit():
+    boxes = anchors.BoxSet.from_records(_squares(17))
+    cfg = _cfg("model.input_size=256")
+    before = anchors.coverage(boxes, anchors.Anchors.of(cfg.model), anchors.match_threshold(cfg))
+    assert before.recall < 0.2 and before.per_class["dot"] == before.recall
+    assert "anchor coverage" in before.line()
+    fit = anchors.fit(_cfg("model.input_size=auto"), boxes)
+    assert fit.reached and fit.after.recall >= anchors.TARGET
+    assert fit.after.anchors.input_size > 256 or fit.after.anchors.anchor_size < 4.0
+    assert "anchor fit:" in fit.message()
+
+
+def test_large_boxes_keep_the_config_as_written():
+    boxes = anchors.BoxSet.from_records(_squares(100, per_row=2))
+    fit = anchors.fit(_cfg(), boxes)  # input_size auto: the smallest auto size, 256
+    assert fit.reached and fit.after.anchors == anchors.Anchors.of(
+        _cfg("model.input_size=256").model)
+
+
+def test_anchor_fit_off_keeps_the_anchors_and_suggests_overrides():
+    boxes = anchors.BoxSet.from_records(_squares(17))
+    cfg = _cfg("model.input_size=256", "model.anchor_fit=off")
+    fit = anchors.fit(cfg, boxes)
+    assert not fit.reached and fit.after.anchors == anchors.Anchors.of(cfg.model)
+    assert not fit.changed()
+    hint = anchors.suggestion(cfg, boxes, fit.after.threshold)
+    assert "model.input_size=" in hint and "model.anchor_size=" in hint
+
+
+def test_dataset_without_boxes_is_a_clear_error():
+    recs = [ImageAnnotation(Path("empty.jpg"), 64, 64, ())]
+    with pytest.raises(anchors.AnchorFitError, match="has no boxes.*anchor_fit=off"):
+        anchors.BoxSet.from_records(recs, "DATA")
+
+
+def test_unreachable_recall_names_the_smallest_boxes_and_the_options():
+    boxes = anchors.BoxSet.from_records(_squares(3, image=512))
+    cfg = _cfg("model.input_size=auto", "train.max_input_size=256")
+    with pytest.raises(anchors.AnchorFitError,
+                       match=r"max_input_size = 256.*smallest: 'dot' in img\d\.jpg.*"
+                             r"raise train.max_input_size"):
+        anchors.fit(cfg, boxes)
+
+
+def test_input_size_auto_round_trips_in_yaml(tmp_path):
+    cfg = _cfg()
+    assert cfg.model.input_size == 0 and cfg.model.anchor_fit == "auto"
+    config.save(cfg, tmp_path / "p.yaml")
+    assert yaml.safe_load((tmp_path / "p.yaml").read_text())["model"]["input_size"] == "auto"
+    assert config.load(tmp_path / "p.yaml") == cfg
+    with pytest.raises(config.ConfigError, match="anchor_fit = 'maybe'; choose one of auto, off"):
+        _cfg("model.anchor_fit=maybe")
+
+
+def test_train_saves_the_fitted_anchors_in_pipeline_yaml(tiny_run, tmp_path, capsys):
+    """Anchors far too large for the data are refitted; pipeline.yaml holds the fit; resume
+    keeps them."""
+    from od import train
+
+    root, _ = tiny_run
+    over = [f"data.train={root / 'data'}", *TINY, "model.anchor_size=24"]
+    train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", tmp_path / "run", overrides=over,
+                    progress=False)
+    out = capsys.readouterr().out
+    assert "anchor fit: anchor_size 24.0 →" in out
+    saved = config.load(tmp_path / "run" / "pipeline.yaml")
+    assert saved.model.anchor_size != 24.0 and saved.model.input_size == 64
+    boxes = anchors.BoxSet.from_tfrecords(str(root / "data" / "train-*.tfrecord"))
+    cov = anchors.coverage(boxes, anchors.Anchors.of(saved.model))
+    assert f"{cov.recall:.3f}" in out
+    r = train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", tmp_path / "run",
+                        overrides=over, progress=False)  # resume: same anchors, no refusal
+    assert r.step == 4
+    assert config.load(tmp_path / "run" / "pipeline.yaml").model == saved.model
+
+
+def test_inspect_with_config_reports_coverage(tiny_run, tmp_path):
+    from od.data.inspect import inspect
+
+    root, _ = tiny_run
+    s = inspect(root / "data", tmp_path / "insp", samples=2,
+                config=[CONFIGS / "quickstart_shapes_128.yaml"])
+    a = s["anchors"]
+    assert 0 <= a["as_written"]["recall"] <= 1 and a["fitted"]["per_class"]
+    assert (tmp_path / "insp" / "anchors.png").is_file()
+
+
+def test_tiles_cover_the_image_with_overlap():
+    from od import tiling
+
+    w = tiling.windows(1000, 600, 256, 0.2)
+    assert w[0][:2] == (0, 0) and max(x1 for *_, x1, _ in w) == 1000
+    assert max(y1 for *_, y1 in w) == 600
+    assert all(x1 - x0 == 256 and y1 - y0 == 256 for x0, y0, x1, y1 in w)
+    assert tiling.windows(200, 100, 256) == [(0, 0, 200, 100)]
+    with pytest.raises(tiling.OdError, match="--tile 8"):
+        tiling.windows(100, 100, 8)
+
+
+def test_tiled_detection_maps_boxes_back_and_merges_duplicates():
+    """A fake detector that finds one object (bright pixels) wherever it sees it: the tiles'
+    boxes map back onto the object and NMS leaves one box per object."""
+    from od import tiling
+
+    image = np.zeros((400, 600, 3), np.uint8)
+    image[190:210, 290:310] = 255  # a 20 px object in the middle, seen by several tiles
+
+    def detector(img):
+        ys, xs = np.nonzero(img[..., 0])
+        h, w = img.shape[:2]
+        if not len(ys):
+            return Detections.make(np.zeros((0, 4)), [], [], w, h)
+        box = [ys.min() / h, xs.min() / w, (ys.max() + 1) / h, (xs.max() + 1) / w]
+        return Detections.make([box], [0.9], [2], w, h)
+
+    det = tiling.detect_tiled(detector, image, 256, 0.25)
+    assert len(det) == 1 and det.class_ids[0] == 2 and det.width == 600
+    np.testing.assert_allclose(det.boxes[0], [190 / 400, 290 / 600, 210 / 400, 310 / 600],
+                               atol=1e-5)
+
+
+def test_detect_tile_on_a_tiny_run(tiny_run, tmp_path):
+    """`od detect --tile` with a real exported model: one merged result per image, boxes inside
+    the image, as many or more candidates than without tiles (before the score cut)."""
+    from od import export
+    from od.cli import main
+    from od.detect import Detector, load_image
+    from od import tiling
+
+    root, _ = tiny_run
+    export.export(root / "run", tmp_path / "export", formats=("saved_model",))
+    img = sorted((root / "raw" / "images").iterdir())[0]
+    det = Detector(tmp_path / "export")
+    image = load_image(img)
+    tiled = tiling.detect_tiled(det, image, 32, 0.2)
+    assert tiled.width == image.shape[1]
+    assert np.all((tiled.boxes >= -1e-6) & (tiled.boxes <= 1 + 1e-6))
+    assert np.all(np.diff(tiled.scores) <= 1e-6)
+    assert main(["detect", "--model", str(tmp_path / "export"), "--images", str(img),
+                 "--out", str(tmp_path / "det"), "--tile", "32", "--min-score", "0"]) == 0
+    assert (tmp_path / "det" / "detections.json").is_file()
+
+
+def test_train_start_with_anchor_fit_off_warns_with_overrides(tmp_path):
+    """prepare_training (what `od train` calls first): `off` keeps the anchors as written, prints
+    the coverage line and a warning with overrides that reach the target."""
+    from od import synthetic
+    from od.data.convert import convert
+
+    synthetic.generate(tmp_path / "raw", 8, size=(80, 64), seed=1)
+    convert(tmp_path / "raw" / "annotations", tmp_path / "data", format="voc",
+            images=tmp_path / "raw" / "images", split=(1.0, 0.0, 0.0))
+    cfg = config.load(CONFIGS / "quickstart_shapes_128.yaml", overrides=[
+        f"data.train={tmp_path / 'data'}", "model.input_size=64", "model.anchor_fit=off",
+        "model.anchor_size=24"])
+    cfg, _ = config.resolve(cfg)
+    lines: list = []
+    out = anchors.prepare_training(cfg, tmp_path / "run", log=lines.append)
+    assert out.model == cfg.model
+    assert lines[0].startswith("anchor coverage") and len(lines) == 2
+    assert lines[1].startswith("WARNING: anchor coverage") and "model.anchor_size=" in lines[1]
