@@ -19,11 +19,15 @@ MAX_LEGEND_CLASSES = 15
 MAX_ANNOTATED_CELLS = 30
 
 
-def _save(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Write a ``matplotlib.figure.Figure`` as PNG to ``path`` atomically, through the Agg canvas
+    (no pyplot, no global backend). The one figure writer of `od` (evaluation and dataset plots).
+    Returns ``path`` as a Path."""
     FigureCanvasAgg(fig)
     with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     return Path(path)
+
 
 
 def _nan(values) -> np.ndarray:
@@ -60,7 +64,7 @@ def plot_pr_curves(curves: dict, path: str | os.PathLike) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="lower left", fontsize="small")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(cm: dict, path: str | os.PathLike) -> Path:
@@ -89,7 +93,7 @@ def plot_confusion_matrix(cm: dict, path: str | os.PathLike) -> Path:
                 ax.text(j, i, str(v), ha="center", va="center", fontsize="small",
                         color="white" if share[i, j] > 0.5 else "black")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_threshold_table(table: dict, path: str | os.PathLike) -> Path:
@@ -112,7 +116,7 @@ def plot_threshold_table(table: dict, path: str | os.PathLike) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower left", fontsize="small")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_report(report: dict, out_dir: str | os.PathLike) -> dict[str, Path]:

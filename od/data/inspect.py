@@ -15,7 +15,9 @@ Output folder (default ``DATA/inspect/`` for a folder, ``<name>_inspect/`` besid
                           anchor sizes, and anchor coverage per class (od.anchors), as written
                           and as fitted; summary.json gets ``anchors``
 
-Plots use matplotlib's Agg backend (no display needed); each file is written atomically.
+Plots are matplotlib Figures drawn by the Agg canvas (no pyplot, no global backend: safe in
+notebooks), written atomically by :func:`od.plots.save_figure`; the sample grid is drawn by
+:mod:`od.visualize`, like detections.
 """
 from __future__ import annotations
 
@@ -77,23 +79,16 @@ def summarize(records: list[ImageAnnotation]) -> dict:
             "box_sqrt_area_fraction": _percentiles(rel)}
 
 
-def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return atomic.write_bytes(path, buf.getvalue())
-
-
 def _plots(records: list[ImageAnnotation], out: Path, samples: int, seed: int) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    from od.data.images import decode_rgb
+    from od.plots import save_figure
 
     written = []
     bal = class_balance(records)["classes"]
     names = sorted(bal, key=lambda c: -bal[c]["boxes"])
-    fig, ax = plt.subplots(figsize=(8, 1 + 0.35 * max(len(names), 1)))
+    fig = Figure(figsize=(8, 1 + 0.35 * max(len(names), 1)))
+    ax = fig.subplots()
     y = np.arange(len(names))
     ax.barh(y - 0.2, [bal[c]["boxes"] for c in names], 0.4, label="boxes")
     ax.barh(y + 0.2, [bal[c]["images"] for c in names], 0.4, label="images")
@@ -101,51 +96,31 @@ def _plots(records: list[ImageAnnotation], out: Path, samples: int, seed: int) -
     ax.invert_yaxis()
     ax.set_title("boxes and images per class")
     ax.legend()
-    written.append(_save(fig, out / "boxes_per_class.png"))
-    plt.close(fig)
+    written.append(save_figure(fig, out / "boxes_per_class.png"))
 
     boxes = [(b, r) for r in records for b in r.boxes]
     w = [(b.xmax - b.xmin) * r.width for b, r in boxes]
     h = [(b.ymax - b.ymin) * r.height for b, r in boxes]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    fig = Figure(figsize=(13, 3.5))
+    axes = fig.subplots(1, 3)
     for ax, vals, title in ((axes[0], w, "box width (px)"), (axes[1], h, "box height (px)"),
                             (axes[2], [np.sqrt(max(b.xmax - b.xmin, 0) * max(b.ymax - b.ymin, 0))
                                        for b, _ in boxes], "sqrt(box area / image area)")):
         ax.hist(vals, bins=30)
         ax.set_title(title)
-    written.append(_save(fig, out / "box_sizes.png"))
-    plt.close(fig)
+    written.append(save_figure(fig, out / "box_sizes.png"))
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     aspects = [a / b for a, b in zip(w, h) if a > 0 and b > 0]
     ax.hist(np.log2(aspects) if aspects else [], bins=30)
     ax.set_xlabel("log2(width / height)")
     ax.set_title("box aspect ratios")
-    written.append(_save(fig, out / "aspect_ratios.png"))
-    plt.close(fig)
+    written.append(save_figure(fig, out / "aspect_ratios.png"))
 
     picks = random.Random(seed).sample(records, min(samples, len(records)))
-    cols = max(1, int(np.ceil(np.sqrt(len(picks)))))
-    rows = max(1, int(np.ceil(len(picks) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, r in zip(axes.ravel(), picks):
-        try:
-            img = decode_rgb(r.image_path, r.image_data)
-        except ImageError:
-            ax.set_title(f"{r.image_path.name}\n(unreadable)", fontsize=7, color="red")
-            continue
-        img.thumbnail((400, 400))
-        ax.imshow(np.asarray(img), extent=(0, 1, 1, 0))
-        for b in r.boxes:
-            ax.add_patch(plt.Rectangle((b.xmin, b.ymin), b.xmax - b.xmin, b.ymax - b.ymin,
-                                       fill=False, color="lime", linewidth=1.2))
-            ax.text(b.xmin, b.ymin, b.label, fontsize=6, color="black", va="bottom",
-                    bbox={"facecolor": "lime", "pad": 0.5, "linewidth": 0})
-        ax.set_title(r.image_path.name[:30], fontsize=7)
-    written.append(_save(fig, out / "samples.png"))
-    plt.close(fig)
+    if picks:
+        written.append(atomic.write_bytes(out / "samples.png", _png(_sample_grid(picks))))
     return written
 
 
@@ -182,12 +157,44 @@ def anchor_report(records: list[ImageAnnotation], config, out: Path) -> dict:
     return report
 
 
-def _anchor_plot(boxes, fit, path: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _sample_grid(picks: list[ImageAnnotation]):
+    """The sample images with their labelled boxes (od.visualize.draw_boxes), in a grid."""
+    from PIL import Image, ImageDraw
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
+    from od.data.images import decode_rgb
+    from od.label_map import LabelMap
+    from od.visualize import draw_boxes, image_grid
+
+    lm = LabelMap.from_names(sorted({b.label for r in picks for b in r.boxes}) or ["none"])
+    cells = []
+    for r in picks:
+        try:
+            img = decode_rgb(r.image_path, r.image_data)
+        except ImageError:
+            img = Image.new("RGB", (300, 300), (230, 230, 230))
+            ImageDraw.Draw(img).text((10, 140), f"{r.image_path.name[:30]}\n(unreadable)",
+                                     fill=(200, 0, 0))
+            cells.append(img)
+            continue
+        img.thumbnail((400, 400))
+        cells.append(draw_boxes(img, [b.yxyx for b in r.boxes],
+                                [lm.id_of(b.label) for b in r.boxes], None, lm))
+    return image_grid(cells, max(1, int(np.ceil(np.sqrt(len(cells))))), cell_size=300)
+
+
+def _png(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _anchor_plot(boxes, fit, path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    from od.plots import save_figure
+
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 2)
     for ax, cov, name in ((axes[0], fit.before, "as written"), (axes[1], fit.after, "fitted")):
         hw = boxes.hw_pixels(cov.anchors.input_size)
         side = np.sqrt(np.maximum(hw[:, 0] * hw[:, 1], 1e-6))
@@ -203,9 +210,7 @@ def _anchor_plot(boxes, fit, path: Path) -> Path:
         ax.set_title(f"{name}: coverage {cov.recall:.3f}")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    out = _save(fig, path)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def inspect(data: str | os.PathLike, out: str | os.PathLike | None = None, *,
