@@ -89,6 +89,8 @@ def _add_model_commands(sub) -> None:
     t.add_argument("--model-dir", required=True, help="run folder (checkpoints, logs)")
     t.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.batch_size=8")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow/Model Garden logs (always in RUN/train.log)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="COCO metrics of a run on TFRecord shards")
@@ -97,6 +99,8 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--data", required=True, help="shard glob, e.g. 'DATA/test*.tfrecord'")
     e.add_argument("--out", help="output folder (default RUN/eval)")
     e.add_argument("--max-images", type=int, default=0)
+    e.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow logs (always in RUN/evaluate.log)")
     e.set_defaults(func=_evaluate)
 
     x = sub.add_parser("export", help="SavedModel (+ frozen graph, TFLite) from a run, checked")
@@ -107,6 +111,8 @@ def _add_model_commands(sub) -> None:
                    "tflite_int8")
     x.add_argument("--calibration-images", type=int, default=100,
                    help="training/val images that calibrate tflite_int8")
+    x.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow logs (always in RUN/export.log)")
     x.set_defaults(func=_export)
 
     d = sub.add_parser("detect", help="detect objects in a folder of images")
@@ -118,12 +124,16 @@ def _add_model_commands(sub) -> None:
     d.add_argument("--crops", action="store_true", help="also write one crop per box")
     d.add_argument("--format", default="saved_model",
                    help="saved_model, or tflite / tflite_fp16 / tflite_int8 of the export folder")
+    d.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow logs (always in OUT/od.log)")
     d.set_defaults(func=_detect)
 
     q = sub.add_parser("quickstart", help="run every stage on a generated dataset (no download)")
     q.add_argument("--workdir", default="od-quickstart")
     q.add_argument("--images", type=int, default=400, help="number of generated images")
     q.add_argument("overrides", nargs="*", help="pipeline overrides, e.g. train.steps=100")
+    q.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow/Model Garden logs (always in WORKDIR/od.log)")
     q.set_defaults(func=_quickstart)
 
     c = sub.add_parser("config", help="show the resolved pipeline config")
@@ -139,26 +149,32 @@ def _layers(paths):
 
 
 def _train(a) -> None:
+    from od import logs
     from od.train import fine_tune
     base, extra = _layers(a.config)
-    r = fine_tune(base, a.model_dir, extra=extra, overrides=a.overrides,
-                  progress=not a.no_progress)
+    with logs.routed(os.path.join(a.model_dir, "train.log"), a.verbose):
+        r = fine_tune(base, a.model_dir, extra=extra, overrides=a.overrides,
+                      progress=not a.no_progress)
     print(f"trained to step {r.step} in {r.seconds:.0f} s; checkpoints and pipeline.yaml in "
           f"{r.model_dir}; TensorBoard: tensorboard --logdir {r.model_dir}")
 
 
 def _evaluate(a) -> None:
+    from od import logs
     from od.evaluate import evaluate
-    r = evaluate(a.model_dir, a.data, a.out, max_images=a.max_images)
+    with logs.routed(os.path.join(a.model_dir, "evaluate.log"), a.verbose):
+        r = evaluate(a.model_dir, a.data, a.out, max_images=a.max_images)
     c = r["coco"]
     print(json.dumps({k: c[k] for k in ("AP", "AP50", "AP75")}, indent=2))
     print(f"wrote {r['plots'].get('metrics', '')} and plots")
 
 
 def _export(a) -> None:
+    from od import logs
     from od.export import export
-    r = export(a.model_dir, a.out, formats=tuple(a.formats or ("saved_model",)),
-               calibration_images=a.calibration_images)
+    with logs.routed(os.path.join(a.model_dir, "export.log"), a.verbose):
+        r = export(a.model_dir, a.out, formats=tuple(a.formats or ("saved_model",)),
+                   calibration_images=a.calibration_images)
     for c in r["checks"]:
         box = (f"max box diff {c['max_box_diff']:.2g}" if "max_box_diff" in c else
                f"min matched IoU {c['min_matched_iou']:.3f}")
@@ -167,15 +183,19 @@ def _export(a) -> None:
 
 
 def _detect(a) -> None:
+    from od import logs
     from od.detect import detect_folder
-    r = detect_folder(a.model, a.images, a.out, min_score=a.min_score, voc=a.voc, crops=a.crops,
-                      format=a.format)
+    with logs.routed(os.path.join(a.out, "od.log"), a.verbose):
+        r = detect_folder(a.model, a.images, a.out, min_score=a.min_score, voc=a.voc,
+                          crops=a.crops, format=a.format)
     print(f"{sum(len(x['detections']) for x in r)} boxes in {len(r)} images → {a.out}/")
 
 
 def _quickstart(a) -> None:
+    from od import logs
     from od.quickstart import run
-    r = run(a.workdir, num_images=a.images, overrides=a.overrides)
+    with logs.routed(os.path.join(a.workdir, "od.log"), a.verbose):
+        r = run(a.workdir, num_images=a.images, overrides=a.overrides)
     print(json.dumps(r, indent=2))
 
 
