@@ -99,6 +99,8 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--data", required=True, help="shard glob, e.g. 'DATA/test*.tfrecord'")
     e.add_argument("--out", help="output folder (default RUN/eval)")
     e.add_argument("--max-images", type=int, default=0)
+    e.add_argument("--checkpoint", help="best, latest or a checkpoint path (default: best when "
+                   "RUN/best/ exists, else latest)")
     e.add_argument("--verbose", action="store_true",
                    help="show TensorFlow logs (always in RUN/evaluate.log)")
     e.set_defaults(func=_evaluate)
@@ -111,12 +113,17 @@ def _add_model_commands(sub) -> None:
                    "tflite_int8")
     x.add_argument("--calibration-images", type=int, default=100,
                    help="training/val images that calibrate tflite_int8")
+    x.add_argument("--checkpoint", help="best, latest or a checkpoint path (default: best when "
+                   "RUN/best/ exists, else latest)")
     x.add_argument("--verbose", action="store_true",
                    help="show TensorFlow logs (always in RUN/export.log)")
     x.set_defaults(func=_export)
 
     d = sub.add_parser("detect", help="detect objects in a folder of images")
-    d.add_argument("--model", required=True, help="export folder of `od export`")
+    d.add_argument("--model", required=True, help="export folder of `od export` (or a run "
+                   "folder of `od train`, with --checkpoint)")
+    d.add_argument("--checkpoint", help="with a run folder: best, latest or a checkpoint path "
+                   "(default: best when RUN/best/ exists, else latest)")
     d.add_argument("--images", required=True, help="folder of images (or one image)")
     d.add_argument("--out", required=True)
     d.add_argument("--min-score", type=float, default=0.5)
@@ -152,9 +159,14 @@ def _train(a) -> None:
     from od import logs
     from od.train import fine_tune
     base, extra = _layers(a.config)
-    with logs.routed(os.path.join(a.model_dir, "train.log"), a.verbose):
-        r = fine_tune(base, a.model_dir, extra=extra, overrides=a.overrides,
-                      progress=not a.no_progress)
+    from od.train import Interrupted
+    try:
+        with logs.routed(os.path.join(a.model_dir, "train.log"), a.verbose):
+            r = fine_tune(base, a.model_dir, extra=extra, overrides=a.overrides,
+                          progress=not a.no_progress)
+    except Interrupted as e:  # Ctrl-C / SIGTERM: checkpoint saved, exit 130 / 143
+        print(f"od: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     print(f"trained to step {r.step} in {r.seconds:.0f} s; checkpoints and pipeline.yaml in "
           f"{r.model_dir}; TensorBoard: tensorboard --logdir {r.model_dir}")
 
@@ -163,7 +175,8 @@ def _evaluate(a) -> None:
     from od import logs
     from od.evaluate import evaluate
     with logs.routed(os.path.join(a.model_dir, "evaluate.log"), a.verbose):
-        r = evaluate(a.model_dir, a.data, a.out, max_images=a.max_images)
+        r = evaluate(a.model_dir, a.data, a.out, max_images=a.max_images,
+                     checkpoint=a.checkpoint)
     c = r["coco"]
     print(json.dumps({k: c[k] for k in ("AP", "AP50", "AP75")}, indent=2))
     print(f"wrote {r['plots'].get('metrics', '')} and plots")
@@ -174,7 +187,7 @@ def _export(a) -> None:
     from od.export import export
     with logs.routed(os.path.join(a.model_dir, "export.log"), a.verbose):
         r = export(a.model_dir, a.out, formats=tuple(a.formats or ("saved_model",)),
-                   calibration_images=a.calibration_images)
+                   calibration_images=a.calibration_images, checkpoint=a.checkpoint)
     for c in r["checks"]:
         box = (f"max box diff {c['max_box_diff']:.2g}" if "max_box_diff" in c else
                f"min matched IoU {c['min_matched_iou']:.3f}")
@@ -187,7 +200,7 @@ def _detect(a) -> None:
     from od.detect import detect_folder
     with logs.routed(os.path.join(a.out, "od.log"), a.verbose):
         r = detect_folder(a.model, a.images, a.out, min_score=a.min_score, voc=a.voc,
-                          crops=a.crops, format=a.format)
+                          crops=a.crops, format=a.format, checkpoint=a.checkpoint)
     print(f"{sum(len(x['detections']) for x in r)} boxes in {len(r)} images → {a.out}/")
 
 

@@ -79,7 +79,7 @@ class TrainConfig:
     momentum: float = 0.9
     clipnorm: float = 10.0           # global gradient-norm clip; 0 = off
     l2_weight_decay: float = 4e-5
-    fine_tune_checkpoint: str = ""   # checkpoint dir, prefix, tarball, file:// URL or zoo name; '' = random init
+    fine_tune_checkpoint: str = ""   # checkpoint dir, prefix, tarball, file:// URL or zoo name; none = from scratch on purpose ('' = random init, with a note)
     fine_tune_checkpoint_type: str = "backbone"  # backbone, detector or full (see FINE_TUNE_PARTS)
     freeze_backbone: bool = False
     steps_per_loop: int = 10         # steps between progress/TensorBoard updates
@@ -489,7 +489,7 @@ def to_experiment(cfg: PipelineConfig):
         validation_data=rn.DataConfig(input_path=d.val or d.train, is_training=False,
                                       global_batch_size=1, dtype=dtype),
         losses=rn.Losses(l2_weight_decay=t.l2_weight_decay),
-        init_checkpoint=t.fine_tune_checkpoint or None,
+        init_checkpoint=None if t.fine_tune_checkpoint in ("", "none") else t.fine_tune_checkpoint,
         init_checkpoint_modules=modules,
         use_coco_metrics=False,
         freeze_backbone=t.freeze_backbone,

@@ -101,9 +101,25 @@ def _jpeg(image) -> bytes:
     return buf.getvalue()
 
 
+def _run_detector(model, checkpoint: str | None):
+    """A Predictor for a run folder (pipeline.yaml, no saved_model/), else None; a checkpoint
+    named for an export folder is an ExportError."""
+    from od.model import Predictor
+
+    folder = Path(model)
+    if (folder / "pipeline.yaml").is_file() and not (folder / "saved_model").is_dir():
+        return Predictor.from_run(folder, checkpoint)
+    if checkpoint:
+        raise ExportError(f"--checkpoint {checkpoint}: {model} is an export, which holds one "
+                          "model; give the run folder of `od train` as --model to choose a "
+                          "checkpoint.")
+    return None
+
+
 def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str | os.PathLike,
                   *, min_score: float = 0.5, voc: bool = False, crops: bool = False,
-                  progress: bool = True, format: str = "saved_model") -> list[dict]:
+                  progress: bool = True, format: str = "saved_model",
+                  checkpoint: str | None = None) -> list[dict]:
     """Detect objects in every image of ``images`` (not recursive) and write ``out`` (module doc).
 
     Args:
@@ -111,6 +127,8 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
       images: folder of images, or a single image file.
       min_score: keep detections with score >= this, in [0, 1].
       format: which model of the export folder runs (``Detector``).
+      checkpoint: with a run folder of ``od train`` as ``model``: best, latest or a checkpoint
+        path (None: best when ``RUN/best/`` exists, else latest), run in memory.
     Returns:
       The list written to ``detections.json``.
     Raises:
@@ -132,7 +150,7 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
         raise OdError(f"{images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}).")
     if not 0.0 <= min_score <= 1.0:
         raise OdError(f"--min-score {min_score} must be in [0, 1].")
-    detector = Detector(model, format)
+    detector = _run_detector(model, checkpoint) or Detector(model, format)
     lm = detector.label_map
     out.mkdir(parents=True, exist_ok=True)
     results, rows = [], []
