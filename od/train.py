@@ -99,6 +99,18 @@ def _check_resume(cfg: config_lib.PipelineConfig, model_dir: Path):
     return old
 
 
+def is_chief(runtime: config_lib.RuntimeConfig) -> bool:
+    """Whether this process writes the run folder: always, except in a multi-worker cluster
+    (``TF_CONFIG``), where only the chief does (task ``chief``, else ``worker`` 0)."""
+    if not runtime.strategy.startswith("multi_worker"):
+        return True
+    spec = json.loads(os.environ["TF_CONFIG"])
+    task = spec.get("task", {})
+    if "chief" in spec.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
 def check_runtime(cfg: config_lib.PipelineConfig) -> None:
     """Raise ConfigError for a strategy this environment cannot run (before any training)."""
     if cfg.runtime.strategy.startswith("multi_worker"):
@@ -259,21 +271,28 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
     if cfg.train.eval_every and not cfg.data.val:
         raise ConfigError("train.eval_every is set but there is no validation data: set data.val "
                           "or convert the data with a val split.")
-    model_dir.mkdir(parents=True, exist_ok=True)
-    removed = train_resume.clean_temp(model_dir)
-    if removed:
-        log(f"removed leftovers of an interrupted run in {model_dir}: {', '.join(removed)}")
+    chief = is_chief(cfg.runtime)  # only the chief writes in RUN (other workers: temp folders)
     start_step = train_resume.checkpoint_step(latest)
-    schedule = train_resume.extend_schedule(old_cfg, cfg, model_dir, start_step, log)
-    config_lib.save(cfg, model_dir / PIPELINE_FILE)
-    label_map_lib.write(lm, model_dir / "label_map.pbtxt")
+    if chief:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        removed = train_resume.clean_temp(model_dir)
+        if removed:
+            log(f"removed leftovers of an interrupted run in {model_dir}: {', '.join(removed)}")
+        schedule = train_resume.extend_schedule(old_cfg, cfg, model_dir, start_step, log)
+        config_lib.save(cfg, model_dir / PIPELINE_FILE)
+        label_map_lib.write(lm, model_dir / "label_map.pbtxt")
+    else:
+        schedule = train_resume.extend_schedule(old_cfg, cfg, model_dir, start_step,
+                                                lambda m: None, write=False)
 
     params = train_resume.apply_schedule(config_lib.to_experiment(cfg), schedule)
     if cfg.train.seed:
         tf.keras.utils.set_random_seed(cfg.train.seed)
+    import tf_keras
+
+    policy = tf_keras.mixed_precision.global_policy()  # restored at the end (notebooks, tests)
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
     strategy = make_strategy(cfg.runtime)
-    chief = strategy.extended.should_checkpoint
     with strategy.scope():
         task = task_factory.get_task(params.task, logging_dir=str(model_dir))
         trainer = train_utils.create_trainer(params, task, train=True, evaluate=False)
@@ -312,6 +331,7 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
                               ) from None
     finally:
         bar.bar.close()
+        tf_keras.mixed_precision.set_global_policy(policy)
     result = TrainResult(model_dir, int(trainer.global_step.numpy()), time.time() - start,
                          bar.losses, evaluator.history if evaluator else [],
                          stop.reason if stop else "")

@@ -69,12 +69,14 @@ def read_schedule(model_dir: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def extend_schedule(old_cfg, new_cfg, model_dir: Path, step: int, log=print) -> dict | None:
+def extend_schedule(old_cfg, new_cfg, model_dir: Path, step: int, log=print,
+                    write: bool = True) -> dict | None:
     """The schedule for resuming at ``step`` with ``new_cfg`` after a run made with ``old_cfg``.
 
     Same ``train.steps`` (or a fresh run): the saved continuation, if any. Other steps: a new
     continuation from the old schedule's learning rate at ``step`` to 0 at the new end, written
-    to ``RUN/schedule.json``.
+    to ``RUN/schedule.json`` (``write=False``: computed only, for the other workers of a
+    cluster, whose chief writes it).
     """
     from od import config as config_lib
 
@@ -86,7 +88,8 @@ def extend_schedule(old_cfg, new_cfg, model_dir: Path, step: int, log=print) -> 
     lr = learning_rate_at(old_params, step)
     schedule = {"offset": step, "initial_learning_rate": lr,
                 "decay_steps": new_cfg.train.steps - step, "previous_steps": old_cfg.train.steps}
-    atomic.write_json(model_dir / SCHEDULE_FILE, schedule)
+    if write:
+        atomic.write_json(model_dir / SCHEDULE_FILE, schedule)
     if lr > 0:
         log(f"train.steps {old_cfg.train.steps} → {new_cfg.train.steps}: continuing from step "
             f"{step} at learning rate {lr:.3g}, decaying to 0 at step {new_cfg.train.steps}")
