@@ -8,11 +8,18 @@ its Trainer, orbit Controller and CheckpointManager). `od` adds:
 - resume: running the same command again continues from the newest checkpoint in ``RUN``
   (Model Garden's CheckpointManager restores it; the fine-tune checkpoint is only read on a fresh
   run); a run folder made with a different model config is refused;
-- a tqdm progress bar with loss, learning rate and ETA, TensorBoard logs in ``RUN/train``;
-- periodic evaluation with pycocotools (``train.eval_every``) logged to ``RUN/eval`` and
-  ``RUN/eval/history.jsonl``;
+- a tqdm progress bar with loss, learning rate, steps/s and ETA, TensorBoard logs in
+  ``RUN/train`` (library logs go to ``RUN/train.log`` through od.logs, set up by the CLI);
+- periodic evaluation with pycocotools (``train.eval_every``), the best checkpoint in
+  ``RUN/best/``, early stopping, ``RUN/eval/history.jsonl`` and ``history.png``
+  (od.train_actions, orbit train actions);
+- Ctrl-C / SIGTERM: a checkpoint at the current step, then :class:`Interrupted` (exit 130/143);
+- more ``train.steps`` on resume continue the learning rate without a second warm-up, and a
+  killed save's ``ckpt-N_temp/`` is removed (od.train_resume);
+- the training shards are read once before training (framing and CRC), so a corrupt shard is an
+  error naming it; ``train.epochs`` gives ``train.steps`` from the number of training images;
 - ``tf.distribute`` strategies from ``runtime.strategy`` (one device, mirrored GPUs, multi-worker
-  mirrored via ``TF_CONFIG``, TPU).
+  mirrored via ``TF_CONFIG`` where only the chief writes the run folder, TPU).
 
 Checkpoints are written by TensorFlow's CheckpointManager: the ``checkpoint`` state file names a
 checkpoint only after all its files are complete, so an interrupted save never becomes "latest".

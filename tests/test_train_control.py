@@ -94,7 +94,7 @@ def test_sigkill_then_rerun_resumes_and_cleans_temp(data, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "od.cli", *map(str, args)], cwd=ROOT,
                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert _wait_for(run / "ckpt-2.index", proc), "no first checkpoint"
+        assert _wait_for(run / "checkpoint", proc), "no first checkpoint"  # state file: last
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
@@ -103,7 +103,7 @@ def test_sigkill_then_rerun_resumes_and_cleans_temp(data, tmp_path):
     import tensorflow as tf
 
     killed_at = int(tf.train.latest_checkpoint(str(run)).rsplit("-", 1)[1])
-    assert 2 <= killed_at < 12
+    assert 2 <= killed_at < 12 and proc.returncode == -signal.SIGKILL
     (run / "ckpt-99_temp").mkdir()  # what a kill during a save leaves (TensorFlow's name)
     (run / "notes_temp").mkdir()  # a user's folder: not ours, kept
     again = _od(*args)

@@ -44,7 +44,7 @@ def test_two_workers_on_localhost_train_one_checkpoint(data, tmp_path):  # noqa:
     outs = []
     try:
         for p in procs:
-            outs.append(p.communicate(timeout=540))
+            outs.append(p.communicate(timeout=1500))  # ~10 min on a busy 2-core machine
     finally:
         for p in procs:
             if p.poll() is None:
