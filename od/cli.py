@@ -120,6 +120,8 @@ def _add_model_commands(sub) -> None:
     t.add_argument("--model-dir", required=True, help="run folder (checkpoints, logs)")
     t.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.batch_size=8")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow/Model Garden logs (always in RUN/train.log)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="COCO metrics of a run on TFRecord shards")
@@ -129,6 +131,10 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--out", help="output folder (default RUN/eval)")
     e.add_argument("--max-images", type=int, default=0)
     e.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+    e.add_argument("--checkpoint", help="best, latest or a checkpoint path (default: best when "
+                   "RUN/best/ exists, else latest)")
+    e.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow logs (always in RUN/evaluate.log)")
     e.set_defaults(func=_evaluate)
 
     x = sub.add_parser("export", help="SavedModel (+ frozen graph, TFLite) from a run, checked")
@@ -140,10 +146,17 @@ def _add_model_commands(sub) -> None:
     x.add_argument("--calibration-images", type=int, default=100,
                    help="training/val images that calibrate tflite_int8")
     x.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+    x.add_argument("--checkpoint", help="best, latest or a checkpoint path (default: best when "
+                   "RUN/best/ exists, else latest)")
+    x.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow logs (always in RUN/export.log)")
     x.set_defaults(func=_export)
 
     d = sub.add_parser("detect", help="detect objects in a folder of images")
-    d.add_argument("--model", required=True, help="export folder of `od export`")
+    d.add_argument("--model", required=True, help="export folder of `od export` (or a run "
+                   "folder of `od train`, with --checkpoint)")
+    d.add_argument("--checkpoint", help="with a run folder: best, latest or a checkpoint path "
+                   "(default: best when RUN/best/ exists, else latest)")
     d.add_argument("--images", required=True, help="folder of images (or one image)")
     d.add_argument("--out", required=True)
     d.add_argument("--min-score", type=float, default=0.5)
@@ -156,6 +169,8 @@ def _add_model_commands(sub) -> None:
                    help="also detect on overlapping N-px tiles, merged by NMS (small objects in "
                         "large photos; e.g. N = the model's input size)")
     d.add_argument("--tile-overlap", type=float, default=0.2, help="tile overlap fraction")
+    d.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow logs (always in OUT/od.log)")
     d.set_defaults(func=_detect)
 
     q = sub.add_parser("quickstart", help="run every stage on a generated dataset (no download)")
@@ -163,6 +178,8 @@ def _add_model_commands(sub) -> None:
     q.add_argument("--images", type=int, default=400, help="number of generated images")
     q.add_argument("overrides", nargs="*", help="pipeline overrides, e.g. train.steps=100")
     q.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+    q.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow/Model Garden logs (always in WORKDIR/od.log)")
     q.set_defaults(func=_quickstart)
 
     c = sub.add_parser("config", help="show the resolved pipeline config")
@@ -178,26 +195,39 @@ def _layers(paths):
 
 
 def _train(a) -> None:
+    from od import logs
     from od.train import fine_tune
     base, extra = _layers(a.config)
-    r = fine_tune(base, a.model_dir, extra=extra, overrides=a.overrides,
-                  progress=not a.no_progress)
+    from od.train import Interrupted
+    try:
+        with logs.routed(os.path.join(a.model_dir, "train.log"), a.verbose):
+            r = fine_tune(base, a.model_dir, extra=extra, overrides=a.overrides,
+                          progress=not a.no_progress)
+    except Interrupted as e:  # Ctrl-C / SIGTERM: checkpoint saved, exit 130 / 143
+        print(f"od: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     print(f"trained to step {r.step} in {r.seconds:.0f} s; checkpoints and pipeline.yaml in "
           f"{r.model_dir}; TensorBoard: tensorboard --logdir {r.model_dir}")
 
 
 def _evaluate(a) -> None:
+    from od import logs
     from od.evaluate import evaluate
-    r = evaluate(a.model_dir, a.data, a.out, max_images=a.max_images, overwrite=a.overwrite)
+    with logs.routed(os.path.join(a.model_dir, "evaluate.log"), a.verbose):
+        r = evaluate(a.model_dir, a.data, a.out, max_images=a.max_images,
+                     checkpoint=a.checkpoint, overwrite=a.overwrite)
     c = r["coco"]
     print(json.dumps({k: c[k] for k in ("AP", "AP50", "AP75")}, indent=2))
     print(f"wrote {r['plots'].get('metrics', '')} and plots")
 
 
 def _export(a) -> None:
+    from od import logs
     from od.export import export
-    r = export(a.model_dir, a.out, formats=tuple(a.formats or ("saved_model",)),
-               calibration_images=a.calibration_images, overwrite=a.overwrite)
+    with logs.routed(os.path.join(a.model_dir, "export.log"), a.verbose):
+        r = export(a.model_dir, a.out, formats=tuple(a.formats or ("saved_model",)),
+                   calibration_images=a.calibration_images, checkpoint=a.checkpoint,
+                   overwrite=a.overwrite)
     for c in r["checks"]:
         box = (f"max box diff {c['max_box_diff']:.2g}" if "max_box_diff" in c else
                f"min matched IoU {c['min_matched_iou']:.3f}")
@@ -206,10 +236,12 @@ def _export(a) -> None:
 
 
 def _detect(a) -> None:
+    from od import logs
     from od.detect import detect_folder
-    r = detect_folder(a.model, a.images, a.out, min_score=a.min_score, voc=a.voc, crops=a.crops,
-                      format=a.format, overwrite=a.overwrite, tile=a.tile,
-                      tile_overlap=a.tile_overlap)
+    with logs.routed(os.path.join(a.out, "od.log"), a.verbose):
+        r = detect_folder(a.model, a.images, a.out, min_score=a.min_score, voc=a.voc,
+                          crops=a.crops, format=a.format, checkpoint=a.checkpoint,
+                          overwrite=a.overwrite, tile=a.tile, tile_overlap=a.tile_overlap)
     done = r["images"]
     print(f"{sum(len(x['detections']) for x in done)} boxes in {len(done)} images → {a.out}/")
     for s in r["skipped"]:
@@ -217,8 +249,10 @@ def _detect(a) -> None:
 
 
 def _quickstart(a) -> None:
+    from od import logs
     from od.quickstart import run
-    r = run(a.workdir, num_images=a.images, overrides=a.overrides, overwrite=a.overwrite)
+    with logs.routed(os.path.join(a.workdir, "od.log"), a.verbose):
+        r = run(a.workdir, num_images=a.images, overrides=a.overrides, overwrite=a.overwrite)
     print(json.dumps(r, indent=2))
 
 

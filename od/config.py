@@ -65,6 +65,7 @@ class DataConfig:
     hflip: bool = True               # random horizontal flip
     scale_min: float = 0.8           # random scale jitter, fraction of input_size
     scale_max: float = 1.2
+    aug_type: str = "none"           # Model Garden's augmentation: none, autoaug (AutoAugment v0), randaug (RandAugment)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class TrainConfig:
     momentum: float = 0.9
     clipnorm: float = 10.0           # global gradient-norm clip; 0 = off
     l2_weight_decay: float = 4e-5
-    fine_tune_checkpoint: str = ""   # checkpoint dir, prefix, tarball, file:// URL or zoo name; '' = random init
+    fine_tune_checkpoint: str = ""   # checkpoint dir, prefix, tarball, file:// URL or zoo name; none = from scratch on purpose ('' = random init, with a note)
     fine_tune_checkpoint_type: str = "backbone"  # backbone, detector or full (see FINE_TUNE_PARTS)
     freeze_backbone: bool = False
     steps_per_loop: int = 10         # steps between progress/TensorBoard updates
@@ -88,6 +89,11 @@ class TrainConfig:
     eval_every: int = 0              # steps between evaluations on data.val; 0 = never
     seed: int = 0
     max_input_size: int = 640        # pixels; the largest size model.input_size auto may choose
+    early_stop_patience: int = 0     # evaluations without an improvement of eval.best_metric before stopping; 0 = never
+    early_stop_min_delta: float = 0.0  # smallest gain of eval.best_metric that counts as an improvement
+    optimizer: str = "sgd"           # sgd (with momentum), adam, adamw
+    weight_decay: float = 0.0001     # adamw's decoupled weight decay rate
+    epochs: float = 0.0              # passes over the training images; > 0 replaces steps (steps = ceil(epochs * images / batch_size))
 
 
 @dataclass(frozen=True)
@@ -97,13 +103,14 @@ class EvalConfig:
     min_score: float = 0.5           # score threshold for confusion matrix and drawings
     iou_threshold: float = 0.5       # IoU for the threshold table and confusion matrix
     max_images: int = 0              # evaluate at most this many images; 0 = all
+    best_metric: str = "AP50"        # COCO summary key that picks RUN/best/ (AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl)
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
     """Where and how to run: a ``tf.distribute`` strategy and precision."""
 
-    strategy: str = "auto"           # auto, one_device, mirrored, multi_worker_mirrored, tpu
+    strategy: str = "auto"           # auto, one_device, mirrored, multi_worker (= multi_worker_mirrored, needs TF_CONFIG), tpu
     num_gpus: int = -1               # GPUs to use with mirrored; -1 = all visible
     tpu: str = ""                    # TPU address for strategy tpu
     mixed_precision: str = "float32"  # float32, mixed_float16 (GPU) or mixed_bfloat16 (TPU/CPU)
@@ -125,7 +132,12 @@ _CHOICES = {
     "model.nms_version": ("batched", "v1", "v2", "v3"),
     "model.anchor_fit": ("auto", "off"),
     "train.fine_tune_checkpoint_type": ("backbone", "detector", "full"),
-    "runtime.strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
+    "runtime.strategy": ("auto", "one_device", "mirrored", "multi_worker", "multi_worker_mirrored",
+                         "tpu"),
+    "train.optimizer": ("sgd", "adam", "adamw"),
+    "data.aug_type": ("none", "autoaug", "randaug"),
+    "eval.best_metric": ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs",
+                         "ARm", "ARl"),
     "runtime.mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
 }
 
@@ -241,7 +253,33 @@ def check(cfg: PipelineConfig, where: str) -> PipelineConfig:
                           f"train.steps_per_loop = {t.steps_per_loop}.")
     if not 0 < cfg.data.scale_min <= cfg.data.scale_max:
         raise ConfigError(f"{where}: need 0 < data.scale_min <= data.scale_max.")
+    return check_training(cfg, where)
+
+
+def check_training(cfg: PipelineConfig, where: str) -> PipelineConfig:
+    """The training-loop keys (early stop, epochs, optimizer) are possible together."""
+    t = cfg.train
+    if t.early_stop_patience < 0 or t.early_stop_min_delta < 0:
+        raise ConfigError(f"{where}: train.early_stop_patience and train.early_stop_min_delta "
+                          "must be >= 0.")
+    if t.early_stop_patience and not t.eval_every:
+        raise ConfigError(f"{where}: train.early_stop_patience = {t.early_stop_patience} needs "
+                          "periodic evaluations: set train.eval_every (steps, a multiple of "
+                          "train.steps_per_loop), or train.early_stop_patience=0.")
+    if t.epochs < 0:
+        raise ConfigError(f"{where}: train.epochs = {t.epochs} must be >= 0 (0 = use "
+                          "train.steps).")
+    if t.weight_decay < 0:
+        raise ConfigError(f"{where}: train.weight_decay = {t.weight_decay} must be >= 0.")
     return cfg
+
+
+def _passes(cfg: PipelineConfig) -> bool:
+    try:
+        check(cfg, "")
+    except ConfigError:
+        return False
+    return True
 
 
 def _merge(cfg: PipelineConfig, mapping: dict, where: str) -> PipelineConfig:
@@ -311,12 +349,15 @@ def load(path: str | os.PathLike | None = None, extra=(), overrides=()) -> Pipel
     cfg = PipelineConfig()
     for p in ([path] if path else []) + list(extra):
         cfg = _merge(cfg, _read_yaml(Path(p)), str(p))
+    valid = _passes(cfg)
     for text in overrides:
         key, value = parse_override(text)
         if key == "model":  # model=<zoo name>: architecture + checkpoint from the zoo
             cfg = apply_zoo_model(cfg, value, f"override {text!r}")
             continue
         cfg = set_key(cfg, key, value, f"override {text!r}")
+        if valid and not _passes(cfg):  # this override made a valid config impossible
+            check(cfg, f"override {text!r}")
     return check(cfg, str(path or "config"))
 
 
@@ -437,15 +478,19 @@ def to_experiment(cfg: PipelineConfig):
     dtype = {"float32": "float32", "mixed_float16": "float16",
              "mixed_bfloat16": "bfloat16"}[cfg.runtime.mixed_precision]
     parser = rn.Parser(aug_rand_hflip=d.hflip, aug_scale_min=d.scale_min,
-                       aug_scale_max=d.scale_max)
-    optimizer = {"optimizer": {"type": "sgd", "sgd": {"momentum": t.momentum}},
+                       aug_scale_max=d.scale_max,
+                       aug_type=None if d.aug_type == "none" else common.Augmentation(
+                           type=d.aug_type))
+    opt = {"sgd": {"momentum": t.momentum}, "adam": {},
+           "adamw": {"weight_decay_rate": t.weight_decay}}[t.optimizer]
+    optimizer = {"optimizer": {"type": t.optimizer, t.optimizer: opt},
                  "learning_rate": {"type": "cosine", "cosine": {
                      "initial_learning_rate": t.learning_rate, "decay_steps": t.steps}},
                  "warmup": {"type": "linear", "linear": {
                      "warmup_steps": min(t.warmup_steps, t.steps // 2),
                      "warmup_learning_rate": t.warmup_learning_rate}}}
     if t.clipnorm > 0:
-        optimizer["optimizer"]["sgd"]["global_clipnorm"] = t.clipnorm
+        optimizer["optimizer"][t.optimizer]["global_clipnorm"] = t.clipnorm
     task = rn.RetinaNetTask(
         model=model,
         train_data=rn.DataConfig(input_path=d.train, is_training=True,
@@ -454,7 +499,7 @@ def to_experiment(cfg: PipelineConfig):
         validation_data=rn.DataConfig(input_path=d.val or d.train, is_training=False,
                                       global_batch_size=1, dtype=dtype),
         losses=rn.Losses(l2_weight_decay=t.l2_weight_decay),
-        init_checkpoint=t.fine_tune_checkpoint or None,
+        init_checkpoint=None if t.fine_tune_checkpoint in ("", "none") else t.fine_tune_checkpoint,
         init_checkpoint_modules=modules,
         use_coco_metrics=False,
         freeze_backbone=t.freeze_backbone,

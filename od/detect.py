@@ -109,10 +109,26 @@ def _jpeg(image) -> bytes:
     return buf.getvalue()
 
 
+def _run_detector(model, checkpoint: str | None):
+    """A Predictor for a run folder (pipeline.yaml, no saved_model/), else None; a checkpoint
+    named for an export folder is an ExportError."""
+    from od.model import Predictor
+
+    folder = Path(model)
+    if (folder / "pipeline.yaml").is_file() and not (folder / "saved_model").is_dir():
+        return Predictor.from_run(folder, checkpoint)
+    if checkpoint:
+        raise ExportError(f"--checkpoint {checkpoint}: {model} is an export, which holds one "
+                          "model; give the run folder of `od train` as --model to choose a "
+                          "checkpoint.")
+    return None
+
+
 def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str | os.PathLike,
                   *, min_score: float = 0.5, voc: bool = False, crops: bool = False,
                   progress: bool = True, format: str = "saved_model",
-                  overwrite: bool = False, tile: int = 0, tile_overlap: float = 0.2) -> dict:
+                  overwrite: bool = False, tile: int = 0, tile_overlap: float = 0.2,
+                  checkpoint: str | None = None) -> dict:
     """Detect objects in every image of ``images`` (not recursive) and write ``out`` (module doc).
 
     Args:
@@ -124,6 +140,8 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
         the same names are replaced, nothing else; od.outputs).
       tile: > 0: also detect on overlapping ``tile`` px tiles and merge with NMS
         (``od.tiling.detect_tiled``), for small objects in large photos; tile_overlap: fraction.
+      checkpoint: with a run folder of ``od train`` as ``model``: best, latest or a checkpoint
+        path (None: best when ``RUN/best/`` exists, else latest), run in memory.
     Returns:
       The dict written to ``detections.json`` (``images`` and ``skipped``, module doc).
     Raises:
@@ -148,7 +166,7 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
         raise OdError(f"{images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}).")
     if not 0.0 <= min_score <= 1.0:
         raise OdError(f"--min-score {min_score} must be in [0, 1].")
-    detector = Detector(model, format)
+    detector = _run_detector(model, checkpoint) or Detector(model, format)
     lm = detector.label_map
     outputs.start_output(out, "detect")
     results, rows, skipped, written = [], [], [], set()

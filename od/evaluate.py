@@ -67,8 +67,10 @@ def coco_on_records(predictor, pattern: str, label_map, max_images: int = 0) -> 
 
 
 def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | None = None, *,
-             max_images: int = 0, progress: bool = True, overwrite: bool = False) -> dict:
-    """Evaluate the newest checkpoint of a run on TFRecord shards.
+             max_images: int = 0, progress: bool = True, checkpoint: str | None = None,
+             overwrite: bool = False) -> dict:
+    """Evaluate a checkpoint of a run (default: ``RUN/best/`` if it exists, else the newest;
+    ``checkpoint``: best, latest or a path) on TFRecord shards.
 
     Args:
       model_dir: run folder of ``od train``.
@@ -90,7 +92,7 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
     out_dir = Path(out) if out else Path(model_dir) / "eval"  # the default is od's own folder
     outputs.prepare_out(out_dir, inputs=[model_dir, pattern], command="evaluate",
                         overwrite=overwrite or not out, inside_ok=[model_dir])
-    predictor = Predictor.from_run(model_dir)
+    predictor = Predictor.from_run(model_dir, checkpoint)
     cfg, lm = predictor.cfg, predictor.label_map
     gts, dets = run_on_records(predictor, pattern, max_images, progress)
     report = metrics.evaluation_report(gts, dets, lm, iou=cfg.eval.iou_threshold,

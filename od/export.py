@@ -111,8 +111,8 @@ def run_frozen_graph(path: str | os.PathLike, image: np.ndarray) -> dict:
 
 def export(model_dir: str | os.PathLike, out: str | os.PathLike,
            formats=("saved_model",), calibration_images: int = tflite.CALIBRATION_IMAGES,
-           overwrite: bool = False) -> dict:
-    """Export the newest checkpoint of ``model_dir`` to ``out`` (see module doc) and check it.
+           checkpoint: str | None = None, overwrite: bool = False) -> dict:
+    """Export a checkpoint of ``model_dir`` to ``out`` (see module doc) and check it.
 
     Args:
       model_dir: run folder of ``od train``.
@@ -121,6 +121,8 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
       calibration_images: at most this many training/val images calibrate ``tflite_int8``.
       overwrite: write into an existing folder that is not a previous export (only the files
         export writes are replaced; od.outputs).
+      checkpoint: best, latest or a checkpoint path; None = ``RUN/best/`` when it exists, else
+        the newest (od.model.run_checkpoint).
     Returns:
       The export check (also ``export_check.json``): per format the max difference of boxes and
       scores against the in-memory model on a real image from the run's data (TFLite formats:
@@ -136,13 +138,13 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
     import tensorflow as tf
     from official.core import export_base
 
-    from od.model import build_model, detection_module, latest_checkpoint, load_run
+    from od.model import build_model, detection_module, load_run, run_checkpoint
 
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ExportError(f"unknown export format(s) {bad}; choose from {', '.join(FORMATS)}.")
     cfg, _ = load_run(model_dir)
-    ckpt = latest_checkpoint(model_dir)
+    ckpt = run_checkpoint(model_dir, checkpoint)
     model = build_model(cfg)
     module = detection_module(cfg, model, batch_size=None)
     image = _sample_image(cfg)

@@ -136,6 +136,37 @@ def latest_checkpoint(model_dir: str | os.PathLike) -> str:
     return ckpt
 
 
+def run_checkpoint(model_dir: str | os.PathLike, which: str | None = None) -> str:
+    """The checkpoint of a run folder that ``which`` names.
+
+    ``best``: ``RUN/best/`` (the best evaluation of ``od train``, see ``eval.best_metric``);
+    ``latest``: the newest checkpoint in ``RUN``; a checkpoint prefix or folder: that one;
+    None or '': best when ``RUN/best/`` exists, else latest.
+    Raises:
+      CheckpointError: the named checkpoint does not exist.
+    """
+    import tensorflow as tf
+
+    best = Path(model_dir) / "best"
+    if not which:
+        which = "best" if tf.train.latest_checkpoint(str(best)) else "latest"
+    if which == "latest":
+        return latest_checkpoint(model_dir)
+    if which == "best":
+        ckpt = tf.train.latest_checkpoint(str(best))
+        if not ckpt:
+            raise CheckpointError(f"{model_dir}: no best checkpoint ({best} is missing); it is "
+                                  "written when training evaluates (train.eval_every > 0). Use "
+                                  "--checkpoint latest.")
+        return ckpt
+    if Path(which).is_dir() and tf.train.latest_checkpoint(which):
+        return tf.train.latest_checkpoint(which)
+    if not tf.io.gfile.exists(which + ".index"):
+        raise CheckpointError(f"--checkpoint {which!r}: not best, latest, a checkpoint prefix "
+                              "(PREFIX.index) or a folder with a 'checkpoint' file.")
+    return which
+
+
 def build_model(cfg: config_lib.PipelineConfig):
     """Build the (untrained) Keras RetinaNet for a resolved config, input [None, S, S, 3]."""
     import tf_keras
@@ -190,10 +221,13 @@ class Predictor:
             tf.TensorSpec([1, None, None, 3], tf.uint8)], reduce_retracing=True)
 
     @classmethod
-    def from_run(cls, model_dir: str | os.PathLike) -> "Predictor":
-        """The newest checkpoint of a run folder (``load_run`` checks and errors)."""
+    def from_run(cls, model_dir: str | os.PathLike, checkpoint: str | None = None
+                 ) -> "Predictor":
+        """A run folder's checkpoint: ``checkpoint`` is best, latest, a path, or None (best when
+        ``RUN/best/`` exists, else latest; see ``run_checkpoint``). ``load_run`` checks and
+        errors."""
         cfg, lm = load_run(model_dir)
-        checkpoint = latest_checkpoint(model_dir)
+        checkpoint = run_checkpoint(model_dir, checkpoint)
         model = build_model(cfg)
         restore(model, checkpoint)
         return cls(cfg, model, lm, checkpoint)

@@ -8,11 +8,18 @@ its Trainer, orbit Controller and CheckpointManager). `od` adds:
 - resume: running the same command again continues from the newest checkpoint in ``RUN``
   (Model Garden's CheckpointManager restores it; the fine-tune checkpoint is only read on a fresh
   run); a run folder made with a different model config is refused;
-- a tqdm progress bar with loss, learning rate and ETA, TensorBoard logs in ``RUN/train``;
-- periodic evaluation with pycocotools (``train.eval_every``) logged to ``RUN/eval`` and
-  ``RUN/eval/history.jsonl``;
+- a tqdm progress bar with loss, learning rate, steps/s and ETA, TensorBoard logs in
+  ``RUN/train`` (library logs go to ``RUN/train.log`` through od.logs, set up by the CLI);
+- periodic evaluation with pycocotools (``train.eval_every``), the best checkpoint in
+  ``RUN/best/``, early stopping, ``RUN/eval/history.jsonl`` and ``history.png``
+  (od.train_actions, orbit train actions);
+- Ctrl-C / SIGTERM: a checkpoint at the current step, then :class:`Interrupted` (exit 130/143);
+- more ``train.steps`` on resume continue the learning rate without a second warm-up, and a
+  killed save's ``ckpt-N_temp/`` is removed (od.train_resume);
+- the training shards are read once before training (framing and CRC), so a corrupt shard is an
+  error naming it; ``train.epochs`` gives ``train.steps`` from the number of training images;
 - ``tf.distribute`` strategies from ``runtime.strategy`` (one device, mirrored GPUs, multi-worker
-  mirrored via ``TF_CONFIG``, TPU).
+  mirrored via ``TF_CONFIG`` where only the chief writes the run folder, TPU).
 
 Checkpoints are written by TensorFlow's CheckpointManager: the ``checkpoint`` state file names a
 checkpoint only after all its files are complete, so an interrupted save never becomes "latest".
@@ -20,6 +27,7 @@ checkpoint only after all its files are complete, so an interrupted save never b
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, replace
@@ -30,7 +38,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from od import atomic  # noqa: E402
 from od import config as config_lib  # noqa: E402
 from od import label_map as label_map_lib  # noqa: E402
-from od.errors import CheckpointError, ConfigError  # noqa: E402
+from od import train_actions as actions_lib  # noqa: E402
+from od import train_resume  # noqa: E402
+from od.errors import AnnotationError, CheckpointError, ConfigError, OdError  # noqa: E402
 from od import model as model_lib  # noqa: E402
 from od.model import PIPELINE_FILE  # noqa: E402
 
@@ -44,6 +54,16 @@ class TrainResult:
     seconds: float
     losses: dict
     evaluations: list
+    stopped: str = ""
+
+
+class Interrupted(OdError):
+    """Training was stopped by Ctrl-C (SIGINT) or SIGTERM after saving a checkpoint at the current
+    step; ``exit_code`` is 128 + the signal number (130, 143)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 def make_strategy(runtime: config_lib.RuntimeConfig):
@@ -55,6 +75,8 @@ def make_strategy(runtime: config_lib.RuntimeConfig):
     gpus = len(tf.config.list_physical_devices("GPU"))
     num_gpus = gpus if runtime.num_gpus < 0 else runtime.num_gpus
     name = runtime.strategy
+    if name == "multi_worker":
+        name = "multi_worker_mirrored"
     if name == "auto":
         name = "mirrored" if num_gpus > 1 else "one_device"
     if name == "one_device":
@@ -68,10 +90,12 @@ _POST_PROCESSING = {"name", "max_detections", "nms_iou_threshold", "score_thresh
                     "nms_version"}
 
 
-def _check_resume(cfg: config_lib.PipelineConfig, model_dir: Path) -> None:
+def _check_resume(cfg: config_lib.PipelineConfig, model_dir: Path):
+    """The config of the run already in ``model_dir`` (None if there is none), after checking
+    that its model is the same."""
     saved = model_dir / PIPELINE_FILE
     if not saved.is_file():
-        return
+        return None
     old = config_lib.load(saved)
     diff = [f"model.{k}: {getattr(old.model, k)!r} → {getattr(cfg.model, k)!r}"
             for k in config_lib.to_dict(cfg)["model"]
@@ -79,6 +103,69 @@ def _check_resume(cfg: config_lib.PipelineConfig, model_dir: Path) -> None:
     if diff:
         raise ConfigError(f"{model_dir} holds a run of a different model ({'; '.join(diff)}). "
                           "Use a new --model-dir, or the same model settings to resume.")
+    return old
+
+
+def is_chief(runtime: config_lib.RuntimeConfig) -> bool:
+    """Whether this process writes the run folder: always, except in a multi-worker cluster
+    (``TF_CONFIG``), where only the chief does (task ``chief``, else ``worker`` 0)."""
+    if not runtime.strategy.startswith("multi_worker"):
+        return True
+    spec = json.loads(os.environ["TF_CONFIG"])
+    task = spec.get("task", {})
+    if "chief" in spec.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def check_runtime(cfg: config_lib.PipelineConfig) -> None:
+    """Raise ConfigError for a strategy this environment cannot run (before any training)."""
+    if cfg.runtime.strategy.startswith("multi_worker"):
+        tf_config = os.environ.get("TF_CONFIG", "")
+        try:
+            spec = json.loads(tf_config) if tf_config else None
+        except json.JSONDecodeError:
+            spec = {}
+        if spec is None:
+            raise ConfigError(f"runtime.strategy={cfg.runtime.strategy} needs the TF_CONFIG "
+                              "environment variable (the cluster and this worker's task), e.g. "
+                              'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", '
+                              '"host2:12345"]}, "task": {"type": "worker", "index": 0}}\' on '
+                              "each machine (README: multi-worker); or use runtime.strategy=auto.")
+        if not isinstance(spec, dict) or "cluster" not in spec or "task" not in spec:
+            raise ConfigError(f"TF_CONFIG={tf_config[:200]!r} is not JSON with 'cluster' and "
+                              "'task' keys; see README: multi-worker.")
+
+
+def check_shards(cfg: config_lib.PipelineConfig) -> int:
+    """Read every training and validation shard once, checking its framing and checksums, so a
+    corrupt shard is an AnnotationError naming it before training starts (TensorFlow would fail
+    much later with a DataLossError that does not name the file). Returns the number of
+    training examples."""
+    import glob
+
+    from od.data import tfrecord_io
+
+    count = 0
+    for pattern, is_train in ((cfg.data.train, True), (cfg.data.val, False)):
+        for path in sorted(glob.glob(pattern)) if pattern else []:
+            try:
+                n = sum(1 for _ in tfrecord_io.iter_records(path))
+            except AnnotationError as e:
+                raise AnnotationError(f"training data: {e}") from None
+            count += n if is_train else 0
+    return count
+
+
+def steps_from_epochs(cfg: config_lib.PipelineConfig, images: int, log=print):
+    """With ``train.epochs > 0``, ``train.steps = ceil(epochs * images / batch_size)``."""
+    t = cfg.train
+    if not t.epochs:
+        return cfg
+    steps = max(1, math.ceil(t.epochs * images / t.batch_size))
+    log(f"train.epochs = {t.epochs:g} over {images} training images at batch size "
+        f"{t.batch_size}: train.steps = {steps}")
+    return replace(cfg, train=replace(t, steps=steps))
 
 
 def _check_fine_tune_checkpoint(path: str) -> str:
@@ -136,72 +223,8 @@ def _is_restore_error(e: Exception) -> bool:
                             "restore", "checkpoint"))
 
 
-class _Progress:
-    """orbit train action: a tqdm bar with loss and learning rate."""
-
-    def __init__(self, trainer, total: int, enabled: bool):
-        from tqdm import tqdm
-
-        self.trainer = trainer
-        start = int(trainer.global_step.numpy())
-        self.bar = tqdm(total=total, initial=start, desc="train", unit="step",
-                        disable=not enabled, dynamic_ncols=True)
-        self.last = start
-        self.losses: dict = {}
-
-    def __call__(self, output) -> None:
-        step = int(self.trainer.global_step.numpy())
-        self.losses = {k: float(v) for k, v in (output or {}).items()}
-        self.bar.update(step - self.last)
-        self.last = step
-        shown = {k: f"{v:.3f}" for k, v in self.losses.items()
-                 if k in ("total_loss", "cls_loss", "box_loss")}
-        if "learning_rate" in self.losses:
-            shown["lr"] = f"{self.losses['learning_rate']:.2g}"
-        self.bar.set_postfix(shown, refresh=True)
-
-
-class _PeriodicEval:
-    """orbit train action: every ``eval_every`` steps, COCO metrics on the val split."""
-
-    def __init__(self, trainer, cfg, label_map, model_dir: Path):
-        import tensorflow as tf
-
-        self.trainer, self.cfg, self.label_map = trainer, cfg, label_map
-        self.every = cfg.train.eval_every
-        self.dir = model_dir / "eval"
-        self.writer = tf.summary.create_file_writer(str(self.dir))
-        self.history: list = []
-        self.predictor = None
-
-    def __call__(self, output) -> None:
-        import tensorflow as tf
-
-        from od import evaluate
-        from od.model import Predictor
-
-        step = int(self.trainer.global_step.numpy())
-        if step % self.every and step != self.cfg.train.steps:
-            return
-        if self.predictor is None:
-            self.predictor = Predictor(self.cfg, self.trainer.model)
-        metrics = evaluate.coco_on_records(self.predictor, self.cfg.data.val, self.label_map,
-                                           max_images=self.cfg.eval.max_images)
-        row = {"step": step, **{k: metrics[k] for k in ("AP", "AP50", "AP75")}}
-        self.history.append(row)
-        with self.writer.as_default():
-            for k in ("AP", "AP50", "AP75"):
-                if metrics[k] is not None:
-                    tf.summary.scalar(k, metrics[k], step=step)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / "history.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        print(f"\n[eval @ step {step}] AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}  "
-              f"AP75 {row['AP75']:.3f}", flush=True)
-
-
 def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), overrides=(),
-              progress: bool = True) -> TrainResult:
+              progress: bool = True, log=print) -> TrainResult:
     """Fine-tune a detector; resume if ``model_dir`` already has checkpoints.
 
     Args:
@@ -210,9 +233,13 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
         TensorBoard logs in ``train/`` and ``eval/``.
       extra: more YAML files layered on ``config``; overrides: ``section.key=value`` strings.
       progress: show the tqdm progress bar.
+      log: prints one-line notes (from-scratch training, an extended schedule, an early stop).
     Returns:
-      TrainResult with the final global step, wall seconds, last losses and evaluations.
+      TrainResult with the final global step, wall seconds, last losses, evaluations and the
+      reason of an early stop (``stopped``, '' when it ran to ``train.steps``).
     Raises:
+      Interrupted: SIGINT/SIGTERM stopped the run after saving a checkpoint at that step
+        (``exit_code`` 130/143).
       ConfigError: invalid config, missing data/label map, a run folder of another model.
       CheckpointError: the fine-tune checkpoint is missing, lacks the parts
         ``fine_tune_checkpoint_type`` restores, or does not fit the model.
@@ -234,39 +261,72 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
     else:
         cfg = config_lib.load(config, extra, overrides)
     cfg, lm = config_lib.resolve(cfg)
+    check_runtime(cfg)
+    images = check_shards(cfg)
+    cfg = steps_from_epochs(cfg, images, log)
     from od import anchors  # anchor coverage printed, anchors fitted (model.anchor_fit)
-    cfg = anchors.prepare_training(cfg, model_dir, log=lambda s: print(s, flush=True))
-    ckpt = _check_fine_tune_checkpoint(cfg.train.fine_tune_checkpoint)
-    cfg = replace(cfg, train=replace(cfg.train, fine_tune_checkpoint=ckpt))
-    _check_resume(cfg, model_dir)
-    if ckpt and not tf.train.latest_checkpoint(str(model_dir)):
+    cfg = anchors.prepare_training(cfg, model_dir, log=log)
+    given = cfg.train.fine_tune_checkpoint
+    ckpt = _check_fine_tune_checkpoint("" if given.lower() == "none" else given)
+    cfg = replace(cfg, train=replace(cfg.train, fine_tune_checkpoint=ckpt or "none"))
+    old_cfg = _check_resume(cfg, model_dir)
+    latest = tf.train.latest_checkpoint(str(model_dir)) if model_dir.is_dir() else None
+    if ckpt and not latest:
         _check_init_checkpoint(ckpt, cfg, lm)
+    if not given and not latest:
+        log("train.fine_tune_checkpoint is empty: training from random weights (give a "
+            "checkpoint or zoo name, or set train.fine_tune_checkpoint=none to train from "
+            "scratch on purpose)")
     if cfg.train.eval_every and not cfg.data.val:
         raise ConfigError("train.eval_every is set but there is no validation data: set data.val "
                           "or convert the data with a val split.")
-    model_dir.mkdir(parents=True, exist_ok=True)
-    config_lib.save(cfg, model_dir / PIPELINE_FILE)
-    label_map_lib.write(lm, model_dir / "label_map.pbtxt")
+    chief = is_chief(cfg.runtime)  # only the chief writes in RUN (other workers: temp folders)
+    start_step = train_resume.checkpoint_step(latest)
+    if chief:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        removed = train_resume.clean_temp(model_dir)
+        if removed:
+            log(f"removed leftovers of an interrupted run in {model_dir}: {', '.join(removed)}")
+        schedule = train_resume.extend_schedule(old_cfg, cfg, model_dir, start_step, log)
+        config_lib.save(cfg, model_dir / PIPELINE_FILE)
+        label_map_lib.write(lm, model_dir / "label_map.pbtxt")
+    else:
+        schedule = train_resume.extend_schedule(old_cfg, cfg, model_dir, start_step,
+                                                lambda m: None, write=False)
 
-    params = config_lib.to_experiment(cfg)
+    params = train_resume.apply_schedule(config_lib.to_experiment(cfg), schedule)
     if cfg.train.seed:
         tf.keras.utils.set_random_seed(cfg.train.seed)
+    import tf_keras
+
+    policy = tf_keras.mixed_precision.global_policy()  # restored at the end (notebooks, tests)
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
     strategy = make_strategy(cfg.runtime)
     with strategy.scope():
         task = task_factory.get_task(params.task, logging_dir=str(model_dir))
         trainer = train_utils.create_trainer(params, task, train=True, evaluate=False)
-    bar = _Progress(trainer, cfg.train.steps, progress)
-    actions = [bar]
+    hooks: list = []  # od's actions, made once the controller has restored the checkpoint
+    runner = train_lib.OrbitExperimentRunner(
+        distribution_strategy=strategy, task=task, mode="train", params=params,
+        model_dir=str(model_dir), trainer=trainer,
+        train_actions=[lambda output: [hook(output) for hook in hooks]])
+    # the checkpoint manager restores the newest checkpoint when the controller is built
+    start_step = int(trainer.global_step.numpy())
+    bar = actions_lib.Progress(trainer, cfg.train.steps, progress and chief, model_dir, chief)
     evaluator = None
     if cfg.train.eval_every:
-        evaluator = _PeriodicEval(trainer, cfg, lm, model_dir)
-        actions.append(evaluator)
-    start = time.time()
+        evaluator = actions_lib.PeriodicEval(trainer, cfg, lm, model_dir, start_step,
+                                             write=chief, log=tqdm_write if progress else log)
+    signals = actions_lib.StopSignals()
+    hooks += [bar, *([evaluator] if evaluator else []), actions_lib.StopCheck(signals, evaluator)]
+    start, stop = time.time(), None
     try:
-        train_lib.run_experiment(distribution_strategy=strategy, task=task, mode="train",
-                                 params=params, model_dir=str(model_dir), trainer=trainer,
-                                 train_actions=actions)
+        with signals:
+            runner.run()
+    except actions_lib.Stop as e:
+        stop = e
+        runner.checkpoint_manager.save(checkpoint_number=int(trainer.global_step.numpy()),
+                                       check_interval=False)
     except (AssertionError, ValueError) as e:  # Model Garden restores the init checkpoint
         if not (ckpt and _is_restore_error(e)):
             raise
@@ -280,9 +340,23 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
                               ) from None
     finally:
         bar.bar.close()
+        tf_keras.mixed_precision.set_global_policy(policy)
     result = TrainResult(model_dir, int(trainer.global_step.numpy()), time.time() - start,
-                         bar.losses, evaluator.history if evaluator else [])
-    atomic.write_json(model_dir / "train_result.json",
-                      {"step": result.step, "seconds": round(result.seconds, 1),
-                       "losses": result.losses, "evaluations": result.evaluations})
+                         bar.losses, evaluator.history if evaluator else [],
+                         stop.reason if stop else "")
+    if chief:
+        atomic.write_json(model_dir / "train_result.json",
+                          {"step": result.step, "seconds": round(result.seconds, 1),
+                           "losses": result.losses, "evaluations": result.evaluations,
+                           "stopped": result.stopped})
+    if stop is not None and stop.signum is not None:
+        raise Interrupted(f"{stop.reason} at step {result.step}; checkpoint saved in "
+                          f"{model_dir}. Resume with the same command.", stop.signum)
+    if stop is not None:
+        log(stop.reason)
     return result
+
+
+def tqdm_write(message: str) -> None:
+    from tqdm import tqdm
+    tqdm.write(message)
