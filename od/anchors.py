@@ -377,7 +377,7 @@ def prepare_training(cfg, model_dir, log=print):
       AnchorFitError: no boxes; unreachable ``MIN_RECALL`` (see ``fit``).
     """
     from od import config as config_lib
-    from od.model import PIPELINE_FILE
+    from od.layout import PIPELINE_FILE
 
     saved = Path(model_dir) / PIPELINE_FILE
     boxes = BoxSet.from_tfrecords(cfg.data.train)

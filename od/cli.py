@@ -307,10 +307,11 @@ def _zoo_select(a) -> None:
 
 
 def _zoo_download(a) -> None:
-    from od.download import checkpoint_path, download
+    from od.checkpoints import prefix_in
+    from od.download import download
     path = download(a.name, cache_dir=a.cache_dir, sha256=a.sha256, progress=not a.no_progress)
     print(path)
-    print(f"checkpoint: {checkpoint_path(path)}", file=sys.stderr)
+    print(f"checkpoint: {prefix_in(path)}", file=sys.stderr)
 
 
 def _zoo_benchmark(a) -> None:

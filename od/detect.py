@@ -25,6 +25,7 @@ import numpy as np
 
 from od import atomic
 from od import label_map as label_map_lib
+from od import layout
 from od.boxes import denormalize_to_xyxy
 from od.detections import Detections
 from od.errors import ExportError, ImageError, OdError
@@ -60,7 +61,7 @@ class Detector:
         from od import tflite
 
         export_dir = Path(export_dir)
-        lm_path = export_dir / "label_map.pbtxt"
+        lm_path = layout.label_map_path(export_dir)
         self.label_map = label_map_lib.read(lm_path) if lm_path.is_file() else None
         self._tflite = None
         if format != "saved_model":
@@ -115,7 +116,7 @@ def _run_detector(model, checkpoint: str | None):
     from od.model import Predictor
 
     folder = Path(model)
-    if (folder / "pipeline.yaml").is_file() and not (folder / "saved_model").is_dir():
+    if layout.is_run(folder):
         return Predictor.from_run(folder, checkpoint)
     if checkpoint:
         raise ExportError(f"--checkpoint {checkpoint}: {model} is an export, which holds one "

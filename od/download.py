@@ -52,6 +52,12 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "od"
 
 
+def is_archive(name: str) -> bool:
+    """True when ``name`` ends like a tarball (``.tar.gz``, ``.tgz``, ``.tar``, ``.tar.bz2``,
+    ``.tar.xz``): the one list of archive suffixes (od.checkpoints decides sources with it)."""
+    return bool(_ARCHIVE.search(name))
+
+
 def to_https(url: str) -> str:
     """``gs://bucket/key`` → ``https://storage.googleapis.com/bucket/key``; others unchanged."""
     return "https://storage.googleapis.com/" + url[5:] if url.startswith("gs://") else url
@@ -72,7 +78,7 @@ def download(source: str | os.PathLike, *, cache_dir: str | os.PathLike | None =
     """
     src = os.fspath(source)
     name = None
-    if ("://" not in src and "/" not in src and not _ARCHIVE.search(src)
+    if ("://" not in src and "/" not in src and not is_archive(src)
             and not Path(src).expanduser().exists()):
         entry = get(src)
         name, src, sha256 = entry.name, entry.url, sha256 or entry.sha256
@@ -288,29 +294,4 @@ def _unpack_cached(archive: Path, target: Path, source: str, sha256: str | None,
     return target / root if root else target
 
 
-def checkpoint_path(folder: str | os.PathLike) -> str:
-    """The checkpoint prefix in ``folder`` (searched recursively): the one named by a
-    ``checkpoint`` state file, as ``tf.train.latest_checkpoint`` reads it, else the single
-    ``*.index`` file. A prefix given directly is returned as is. Raises ZooError when there is
-    none or several without a state file."""
-    folder = Path(folder)
-    if Path(f"{folder}.index").exists():
-        return str(folder)
-    if not folder.is_dir():
-        raise ZooError(f"checkpoint folder {folder} does not exist; download it first "
-                       f"(`od zoo download NAME`)")
-    for state in sorted(folder.rglob("checkpoint")):
-        m = re.search(r'^model_checkpoint_path:\s*"(.*)"', state.read_text(errors="replace"), re.M)
-        if m:
-            prefix = state.parent / m.group(1)
-            if Path(f"{prefix}.index").exists():
-                return str(prefix)
-    indexes = sorted(folder.rglob("*.index"))
-    if len(indexes) == 1:
-        return str(indexes[0])[: -len(".index")]
-    found = ", ".join(str(p) for p in indexes[:5]) or "no *.index file"
-    raise ZooError(f"cannot tell the checkpoint in {folder}: {found}; pass the prefix itself "
-                   f"(the path without .index)")
-
-
-__all__ = ["download", "checkpoint_path", "cache_root", "to_https", "CACHE_ENV", "MARKER"]
+__all__ = ["download", "is_archive", "cache_root", "to_https", "CACHE_ENV", "MARKER"]

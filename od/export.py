@@ -122,7 +122,7 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
       overwrite: write into an existing folder that is not a previous export (only the files
         export writes are replaced; od.outputs).
       checkpoint: best, latest or a checkpoint path; None = ``RUN/best/`` when it exists, else
-        the newest (od.model.run_checkpoint).
+        the newest (od.layout.run_checkpoint).
     Returns:
       The export check (also ``export_check.json``): per format the max difference of boxes and
       scores against the in-memory model on a real image from the run's data (TFLite formats:
@@ -138,7 +138,8 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
     import tensorflow as tf
     from official.core import export_base
 
-    from od.model import build_model, detection_module, load_run, run_checkpoint
+    from od.layout import run_checkpoint
+    from od.model import build_model, detection_module, load_run
 
     bad = [f for f in formats if f not in FORMATS]
     if bad:

@@ -18,8 +18,8 @@ from od import config as config_lib
 from od import label_map as label_map_lib
 from od.detections import Detections
 from od.errors import CheckpointError, ConfigError, LabelMapError
+from od.layout import PIPELINE_FILE, label_map_path, run_checkpoint
 
-PIPELINE_FILE = "pipeline.yaml"
 
 
 def load_run(model_dir: str | os.PathLike):
@@ -40,7 +40,7 @@ def load_run(model_dir: str | os.PathLike):
         raise ConfigError(f"{model_dir}: no {PIPELINE_FILE}; is this a run folder written by "
                           "`od train --model-dir ...`?")
     cfg = config_lib.load(path)
-    lm_copy = Path(model_dir) / "label_map.pbtxt"
+    lm_copy = label_map_path(model_dir)
     lm_path = lm_copy if lm_copy.is_file() else Path(cfg.data.label_map)
     lm = label_map_lib.read(lm_path)
     fix = (f"Put back the label map the run was trained with as {lm_copy}, or train a new run "
@@ -93,7 +93,7 @@ def inspect_checkpoint(prefix: str) -> CheckpointInfo:
     cls = [s for n, s in variables.items() if n.endswith("_classifier" + suffix)]
     box = [s for n, s in variables.items() if n.endswith("_box_regressor" + suffix)]
     num_classes = 4 * cls[0][0] // box[0][0] if cls and box and box[0][0] else None
-    lm = Path(prefix).parent / "label_map.pbtxt"
+    lm = label_map_path(Path(prefix).parent)
     return CheckpointInfo(prefix, modules, num_classes, str(lm) if lm.is_file() else None)
 
 
@@ -123,48 +123,6 @@ def check_head(info: CheckpointInfo, label_map, label_map_path, fix: str) -> Non
             raise LabelMapError(
                 f"{label_map_path} names other classes than the label map {info.label_map} "
                 f"that checkpoint {info.prefix} was trained with ({'; '.join(diff[:5])}). {fix}")
-
-
-def latest_checkpoint(model_dir: str | os.PathLike) -> str:
-    """The newest checkpoint prefix in ``model_dir``. Raises CheckpointError if there is none."""
-    import tensorflow as tf
-
-    ckpt = tf.train.latest_checkpoint(str(model_dir))
-    if not ckpt:
-        raise CheckpointError(f"{model_dir}: no checkpoint found; train first (`od train "
-                              f"--model-dir {model_dir}`).")
-    return ckpt
-
-
-def run_checkpoint(model_dir: str | os.PathLike, which: str | None = None) -> str:
-    """The checkpoint of a run folder that ``which`` names.
-
-    ``best``: ``RUN/best/`` (the best evaluation of ``od train``, see ``eval.best_metric``);
-    ``latest``: the newest checkpoint in ``RUN``; a checkpoint prefix or folder: that one;
-    None or '': best when ``RUN/best/`` exists, else latest.
-    Raises:
-      CheckpointError: the named checkpoint does not exist.
-    """
-    import tensorflow as tf
-
-    best = Path(model_dir) / "best"
-    if not which:
-        which = "best" if tf.train.latest_checkpoint(str(best)) else "latest"
-    if which == "latest":
-        return latest_checkpoint(model_dir)
-    if which == "best":
-        ckpt = tf.train.latest_checkpoint(str(best))
-        if not ckpt:
-            raise CheckpointError(f"{model_dir}: no best checkpoint ({best} is missing); it is "
-                                  "written when training evaluates (train.eval_every > 0). Use "
-                                  "--checkpoint latest.")
-        return ckpt
-    if Path(which).is_dir() and tf.train.latest_checkpoint(which):
-        return tf.train.latest_checkpoint(which)
-    if not tf.io.gfile.exists(which + ".index"):
-        raise CheckpointError(f"--checkpoint {which!r}: not best, latest, a checkpoint prefix "
-                              "(PREFIX.index) or a folder with a 'checkpoint' file.")
-    return which
 
 
 def build_model(cfg: config_lib.PipelineConfig):

@@ -28,11 +28,12 @@ import os
 from pathlib import Path
 
 from od.errors import OdError
+from od.layout import LABEL_MAP_FILE
 
 MARKER = ".od-output.json"
 
 SIGNATURES = {
-    "convert": ("label_map.pbtxt", "summary.json"),
+    "convert": (LABEL_MAP_FILE, "summary.json"),
     "inspect": ("summary.json", "samples.png"),
     "export": ("saved_model", "export_check.json"),
     "evaluate": ("metrics.json",),

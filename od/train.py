@@ -36,13 +36,14 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from od import atomic  # noqa: E402
+from od import checkpoints  # noqa: E402
 from od import config as config_lib  # noqa: E402
 from od import label_map as label_map_lib  # noqa: E402
 from od import train_actions as actions_lib  # noqa: E402
 from od import train_resume  # noqa: E402
 from od.errors import AnnotationError, CheckpointError, ConfigError, OdError  # noqa: E402
 from od import model as model_lib  # noqa: E402
-from od.model import PIPELINE_FILE  # noqa: E402
+from od.layout import LABEL_MAP_FILE, PIPELINE_FILE  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -168,31 +169,6 @@ def steps_from_epochs(cfg: config_lib.PipelineConfig, images: int, log=print):
     return replace(cfg, train=replace(t, steps=steps))
 
 
-def _check_fine_tune_checkpoint(path: str) -> str:
-    import tensorflow as tf
-
-    if not path:
-        return ""
-    from od import download, zoo
-
-    if path.startswith(("http://", "https://", "gs://", "file://")) or \
-            path.endswith((".tar.gz", ".tgz", ".tar")) or \
-            (path in {e.name for e in zoo.ZOO} and not os.path.exists(path)):
-        # a zoo name, URL or tarball: the cached download (fetched once, checksummed, extracted)
-        return download.checkpoint_path(download.download(path))
-    if tf.io.gfile.isdir(path):
-        if not tf.train.latest_checkpoint(path) and not list(Path(path).glob("*.index")):
-            raise CheckpointError(f"train.fine_tune_checkpoint: {path} holds no TensorFlow "
-                                  "checkpoint (no 'checkpoint' file or *.index).")
-        return tf.train.latest_checkpoint(path) or str(sorted(Path(path).glob("*.index"))[0]
-                                                       ).removesuffix(".index")
-    if not tf.io.gfile.exists(path + ".index"):
-        raise CheckpointError(f"train.fine_tune_checkpoint: {path!r} is neither a checkpoint "
-                              "folder nor a checkpoint prefix (PREFIX.index). Give the folder, "
-                              "e.g. ../shared/weights/mobilenet_v2_1.0_imagenet.")
-    return path
-
-
 def _check_init_checkpoint(ckpt: str, cfg: config_lib.PipelineConfig, lm) -> None:
     """Before a fresh run: the checkpoint has the parts its type restores, and for ``full`` a
     class head that fits the label map. Raises CheckpointError / LabelMapError."""
@@ -267,7 +243,7 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
     from od import anchors  # anchor coverage printed, anchors fitted (model.anchor_fit)
     cfg = anchors.prepare_training(cfg, model_dir, log=log)
     given = cfg.train.fine_tune_checkpoint
-    ckpt = _check_fine_tune_checkpoint("" if given.lower() == "none" else given)
+    ckpt = checkpoints.resolve("" if given.lower() == "none" else given)
     cfg = replace(cfg, train=replace(cfg.train, fine_tune_checkpoint=ckpt or "none"))
     old_cfg = _check_resume(cfg, model_dir)
     latest = tf.train.latest_checkpoint(str(model_dir)) if model_dir.is_dir() else None
@@ -289,7 +265,7 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
             log(f"removed leftovers of an interrupted run in {model_dir}: {', '.join(removed)}")
         schedule = train_resume.extend_schedule(old_cfg, cfg, model_dir, start_step, log)
         config_lib.save(cfg, model_dir / PIPELINE_FILE)
-        label_map_lib.write(lm, model_dir / "label_map.pbtxt")
+        label_map_lib.write(lm, model_dir / LABEL_MAP_FILE)
     else:
         schedule = train_resume.extend_schedule(old_cfg, cfg, model_dir, start_step,
                                                 lambda m: None, write=False)

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from od import atomic
+from od.layout import BEST_DIR
 
-BEST_DIR = "best"
 
 
 class Stop(Exception):

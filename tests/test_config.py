@@ -123,7 +123,7 @@ def test_fine_tune_checkpoint_from_a_file_url_tarball(tmp_path, monkeypatch):
     """A tarball given by file:// URL is extracted into the cache and its prefix is used."""
     import tarfile
 
-    from od import train
+    from od import checkpoints
     from tests.conftest import SHARED
     weights = SHARED / "weights" / "mobilenet_v2_1.0_imagenet"
     if not weights.is_dir():
@@ -132,5 +132,5 @@ def test_fine_tune_checkpoint_from_a_file_url_tarball(tmp_path, monkeypatch):
     with tarfile.open(tar, "w:gz") as t:
         t.add(weights, arcname="mnv2")
     monkeypatch.setenv("OD_CACHE_DIR", str(tmp_path / "cache"))
-    prefix = train._check_fine_tune_checkpoint(tar.as_uri())
+    prefix = checkpoints.resolve(tar.as_uri())
     assert prefix.endswith("mobilenet_v2_1.0_imagenet") and str(tmp_path / "cache") in prefix

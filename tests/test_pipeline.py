@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from od import detect, evaluate, export, train
+from od import detect, evaluate, export, layout, train
 from od import label_map as label_map_lib
 from od import model as model_lib
 from od.data.convert import convert
@@ -119,13 +119,13 @@ def _weights(prefix):
 def test_fine_tune_from_detector_restores_backbone_fpn_and_remakes_head(
         trained, five_class_data, tmp_path):
     root, _ = trained
-    source = model_lib.latest_checkpoint(root / "run")
+    source = layout.latest_checkpoint(root / "run")
     assert model_lib.inspect_checkpoint(source).num_classes == 4
     train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", tmp_path / "b", progress=False,
                     overrides=[f"data.train={five_class_data}", *TINY, *FROZEN,
                                f"train.fine_tune_checkpoint={root / 'run'}",
                                "train.fine_tune_checkpoint_type=detector"])
-    info = model_lib.inspect_checkpoint(model_lib.latest_checkpoint(tmp_path / "b"))
+    info = model_lib.inspect_checkpoint(layout.latest_checkpoint(tmp_path / "b"))
     assert info.num_classes == 5 and info.modules == {"backbone", "decoder", "head"}
     before, after = _weights(source), _weights(info.prefix)
     shared = [n for n in before if n.startswith(("backbone/", "decoder/"))]
@@ -143,13 +143,13 @@ def test_fine_tune_from_detector_restores_backbone_fpn_and_remakes_head(
 @pytest.mark.slow
 def test_fine_tune_full_restores_the_head_of_the_same_label_map(trained, tmp_path):
     root, _ = trained
-    source = model_lib.latest_checkpoint(root / "run")
+    source = layout.latest_checkpoint(root / "run")
     train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", tmp_path / "c", progress=False,
                     overrides=[f"data.train={root / 'data'}", *TINY, *FROZEN,
                                f"train.fine_tune_checkpoint={source}",
                                "train.fine_tune_checkpoint_type=full"])
     before = _weights(source)
-    after = _weights(model_lib.latest_checkpoint(tmp_path / "c"))
+    after = _weights(layout.latest_checkpoint(tmp_path / "c"))
     heads = [n for n in before if n.startswith("head/")]
     assert heads
     for n in heads:
@@ -170,7 +170,7 @@ def test_full_fine_tune_with_another_label_map_is_a_clear_error(trained, five_cl
     # same number of classes, other names: refused too (the run folder has its label map)
     renamed = label_map_lib.parse("item { id: 1 name: 'ring' } item { id: 2 name: 'square' } "
                                   "item { id: 3 name: 'triangle' }")
-    info = model_lib.inspect_checkpoint(model_lib.latest_checkpoint(root / "run"))
+    info = model_lib.inspect_checkpoint(layout.latest_checkpoint(root / "run"))
     with pytest.raises(LabelMapError, match="id 1: 'circle' → 'ring'"):
         model_lib.check_head(info, renamed, tmp_path / "renamed.pbtxt", "fix")
 
@@ -235,10 +235,10 @@ def test_train_model_equals_zoo_detector_fine_tunes_from_its_checkpoint(trained,
     assert cfg.train.fine_tune_checkpoint.startswith(str(cache))
     assert cfg.train.fine_tune_checkpoint_type == "detector"
     before = _weights(prefix)
-    after = _weights(model_lib.latest_checkpoint(tmp_path / "z"))
+    after = _weights(layout.latest_checkpoint(tmp_path / "z"))
     shared = [n for n in before if n.startswith(("backbone/", "decoder/"))]
     assert len(shared) > 100
     for n in shared:
         np.testing.assert_array_equal(before[n], after[n], err_msg=n)
-    assert model_lib.inspect_checkpoint(model_lib.latest_checkpoint(tmp_path / "z")
+    assert model_lib.inspect_checkpoint(layout.latest_checkpoint(tmp_path / "z")
                                         ).num_classes == 4

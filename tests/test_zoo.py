@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from od import download as dl
+from od.checkpoints import prefix_in
 from od import zoo
-from od.errors import OdError, ZooError
+from od.errors import CheckpointError, OdError, ZooError
 from od.zoo import SpeedRecord
 
 # ---- selection on a table written here ---------------------------------------------------------
@@ -259,8 +260,8 @@ def test_download_fresh_then_cache_hit(server, tmp_path):
     out = dl.download(server.url + "/m/mini.tar.gz", cache_dir=cache, sha256=digest.upper(),
                       progress=False)
     assert out == cache / "mini" / "mini_ckpt"
-    assert dl.checkpoint_path(out) == str(out / "ckpt-7")
-    assert dl.checkpoint_path(cache / "mini") == str(out / "ckpt-7")
+    assert prefix_in(out) == str(out / "ckpt-7")
+    assert prefix_in(cache / "mini") == str(out / "ckpt-7")
     marker = json.loads((cache / "mini" / dl.MARKER).read_text())
     assert marker["sha256"] == digest and marker["root"] == "mini_ckpt"
     assert not list((cache / "downloads").glob("mini.tar.gz*"))  # archive and .part gone
@@ -354,7 +355,7 @@ def test_checkpoint_prefix_url(server, tmp_path):
     server.files["/ckpt/ckpt-9.index"] = b"index"
     server.files["/ckpt/ckpt-9.data-00000-of-00001"] = b"data"
     out = dl.download(server.url + "/ckpt/ckpt-9", cache_dir=tmp_path, progress=False)
-    assert dl.checkpoint_path(out) == str(out / "ckpt-9")
+    assert prefix_in(out) == str(out / "ckpt-9")
     assert (out / "ckpt-9.data-00000-of-00001").read_bytes() == b"data"
     with pytest.raises(ZooError, match="single-shard"):
         dl.download(server.url + "/ckpt/other-1", cache_dir=tmp_path, progress=False)
@@ -431,12 +432,15 @@ def test_gs_urls_and_checkpoint_path_with_real_tf_checkpoint(tmp_path):
     ckpt = tf.train.Checkpoint(v=tf.Variable([1.0, 2.0]))
     ckpt.save(str(tmp_path / "run" / "ckpt"))
     ckpt.save(str(tmp_path / "run" / "ckpt"))
-    assert dl.checkpoint_path(tmp_path / "run") == tf.train.latest_checkpoint(tmp_path / "run")
+    assert prefix_in(tmp_path / "run") == tf.train.latest_checkpoint(tmp_path / "run")
     (tmp_path / "run" / "checkpoint").unlink()
-    with pytest.raises(ZooError, match="cannot tell the checkpoint"):
-        dl.checkpoint_path(tmp_path / "run")
-    with pytest.raises(ZooError, match="does not exist"):
-        dl.checkpoint_path(tmp_path / "absent")
+    with pytest.raises(CheckpointError, match="cannot tell the checkpoint"):
+        prefix_in(tmp_path / "run")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        prefix_in(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="holds no TensorFlow checkpoint"):
+        prefix_in(tmp_path / "empty")
 
 
 # ---- CLI -----------------------------------------------------------------------------------------

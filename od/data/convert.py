@@ -37,6 +37,7 @@ from od.data.split import DEFAULT_RATIOS, assign_splits
 from od.data.tfrecord import shard_name
 from od.data.validate import Problem, check_boxes
 from od.errors import ImageError, MissingImageError, OdError
+from od.layout import label_map_path
 
 READERS = {
     "voc": voc.read,
@@ -359,7 +360,7 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
         summary.fixes = dict(fixes, reencoded_images=reencoded)
         summary.notes = guards.notes({"fixes": summary.fixes})
         summary.format, summary.to = format, to
-        label_map_lib.write(lm, tmp / "label_map.pbtxt")
+        label_map_lib.write(lm, label_map_path(tmp))
         atomic.write_json(tmp / "summary.json", summary.to_json())
     return summary
 

@@ -34,6 +34,7 @@ from od.data import values
 from od.data.records import ImageAnnotation, ObjectBox, ReadResult
 from od.data.tfrecord_io import Example, iter_records, write_records
 from od.errors import AnnotationError
+from od.layout import label_map_path
 
 ENCODED = "image/encoded"
 FORMAT = "image/format"
@@ -227,7 +228,7 @@ def read_annotations(path: str | os.PathLike, images_dir=None) -> ReadResult:
         (``od.data.values``).
     """
     files = record_files(path)
-    lm_path = files[0].parent / "label_map.pbtxt"
+    lm_path = label_map_path(files[0].parent)
     names_by_id = {}
     if lm_path.is_file():
         from od import label_map
