@@ -177,7 +177,7 @@ class _PeriodicEval:
     def __call__(self, output) -> None:
         import tensorflow as tf
 
-        from od import evaluate
+        from od import evaluate, tb
         from od.model import Predictor
 
         step = int(self.trainer.global_step.numpy())
@@ -185,8 +185,11 @@ class _PeriodicEval:
             return
         if self.predictor is None:
             self.predictor = Predictor(self.cfg, self.trainer.model)
-        metrics = evaluate.coco_on_records(self.predictor, self.cfg.data.val, self.label_map,
-                                           max_images=self.cfg.eval.max_images)
+        metrics = evaluate.coco_on_records(
+            self.predictor, self.cfg.data.val, self.label_map, max_images=self.cfg.eval.max_images,
+            summaries=lambda g, d: tb.write_eval_summaries(  # images + PR curve in TensorBoard
+                self.writer, step, g, d, self.label_map, self.cfg.data.val,
+                self.cfg.eval.min_score))
         row = {"step": step, **{k: metrics[k] for k in ("AP", "AP50", "AP75")}}
         self.history.append(row)
         with self.writer.as_default():
