@@ -41,7 +41,7 @@ table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #ccc;padding:
 text-align:right}th{background:#f0f0f0}td.l,th.l{text-align:left}
 tr.chosen td{background:#fff3b0;font-weight:bold}
 .note{background:#fff4e5;border-left:4px solid #f0a020;padding:6px 10px}
-img.plot{max-width:100%;border:1px solid #eee}
+img.plot{max-width:100%;border:1px solid #eee}img.cm{max-width:640px}
 .gallery{display:flex;flex-wrap:wrap;gap:12px}
 figure{margin:0;border:1px solid #ddd;padding:6px;background:#fafafa}
 figcaption{font-size:.85em;max-width:320px;word-break:break-all}
@@ -61,11 +61,11 @@ def _data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _png(path: str | os.PathLike, alt: str) -> str:
+def _png(path: str | os.PathLike, alt: str, cls: str = "plot") -> str:
     p = Path(path)
     if not p.is_file():
         return ""
-    return f'<img class="plot" alt="{_e(alt)}" src="{_data_uri(p.read_bytes(), "image/png")}">'
+    return f'<img class="{cls}" alt="{_e(alt)}" src="{_data_uri(p.read_bytes(), "image/png")}">'
 
 
 def _table(header, rows, row_classes=None) -> str:
@@ -214,7 +214,7 @@ def write_html(report: dict, out_dir: str | os.PathLike, data, detections, label
                  "counts false positives, the background column misses.</p>"
                  + _table(["true \\ predicted", *labels],
                           [[labels[i], *row] for i, row in enumerate(cm["matrix"])])
-                 + _png(plots.get("confusion_matrix", ""), "confusion matrix"))
+                 + _png(plots.get("confusion_matrix", ""), "confusion matrix", "plot cm"))
     rows, classes = _threshold_rows(report, chosen)
     parts.append(f"<h2>Precision, recall and F1 per score threshold</h2><p>IoU &ge; {iou:g}; the "
                  "highlighted row is the operating point.</p>"
