@@ -70,7 +70,7 @@ def detect_format(path: str | os.PathLike) -> str:
                           f"--data-format ({', '.join(DATA_FORMATS)}) or check the path.")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalData:
     """Labelled images ready to score.
 
@@ -260,7 +260,7 @@ class FrozenGraphModel:
                                        image.shape[0])
 
 
-@dataclass
+@dataclass(frozen=True)
 class Model:
     """A detector to score: ``predict`` (uint8 RGB [H, W, 3] → Detections), its label map, what
     it is (``kind``: run / export / file, ``format``), its eval settings and default out folder."""

@@ -16,6 +16,7 @@ from od.data.convert import InvalidDataError, convert
 from od.detections import Detections
 from od.errors import AnnotationError, ExportError, LabelMapError
 from od.eval_inputs import load_model, read_data
+from tests.conftest import SHARED, needs_shared
 
 FORMATS = ("tfrecord", "coco", "csv", "automl", "voc")
 
@@ -150,12 +151,9 @@ def test_report_html_is_one_self_contained_page(html_report):
     assert page.count("data:image/png;base64,") == 3  # PR curves, confusion matrix, thresholds
     assert "data:image/jpeg;base64," in page
     assert "<script" not in page and "http://" not in page and "https://" not in page
-    worst = report.worst_images(ds.groundtruth, dets, ds_lm(ds, html_report), 0.5, 0.5)
+    lm = label_map_lib.LabelMap.from_names(["circle", "square", "triangle"])
+    worst = report.worst_images(ds.groundtruth, dets, lm, 0.5, 0.5)
     assert worst[0]["index"] == 0 and worst[0]["fp"] == 1 and len(worst) == 1
-
-
-def ds_lm(ds, html_report):
-    return label_map_lib.LabelMap.from_names(["circle", "square", "triangle"])
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -211,3 +209,24 @@ def test_tensorboard_gets_predictions_and_pr_curve(sources, html_report, tmp_pat
         for ev in tf.compat.v1.train.summary_iterator(str(event_file)):
             tags.update((v.tag, ev.step) for v in ev.summary.value)
     assert {("eval/predictions", 7), ("eval/pr_curves", 7)} <= tags
+
+
+@needs_shared
+def test_real_sources_read_directly():
+    """The raccoon test split as the OD API's test.record and as the CSV give the same 40 images
+    and boxes; chess (Roboflow COCO folder) scored by a 2-class model reports the other 10."""
+    from od.label_map import LabelMap
+
+    data = SHARED / "data"
+    lm = LabelMap.from_names(["raccoon"])
+    rec = read_data(data / "raccoon" / "data" / "test.record", lm)
+    csv = read_data(data / "raccoon" / "data" / "test_labels.csv", lm,
+                    images=data / "raccoon" / "images")
+    assert (rec.format, rec.split, csv.format, csv.split) == ("tfrecord", "test", "csv", None)
+    assert len(rec.records) == len(csv.records) == 40
+    by_name = {os.path.basename(g.name): g for g in csv.groundtruth}
+    for g in rec.groundtruth:
+        np.testing.assert_allclose(g.boxes, by_name[os.path.basename(g.name)].boxes, atol=1e-3)
+    chess = read_data(data / "chess_coco", LabelMap.from_names(["white-king", "black-queen"]))
+    assert chess.split == "test" and len(chess.records) == 29
+    assert len(chess.unknown_classes) == 10 and "white-pawn" in chess.unknown_classes
