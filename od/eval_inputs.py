@@ -147,8 +147,11 @@ def _validate(records, box_policy: str) -> list:
         fixed, probs, _ = check_boxes(r, None, box_policy)
         if r.image_data is not None and not (r.width and r.height):  # OD API records may omit it
             from PIL import Image
-            w, h = Image.open(io.BytesIO(r.image_data)).size
-            fixed = fixed.replace(width=w, height=h)
+            try:
+                w, h = Image.open(io.BytesIO(r.image_data)).size
+                fixed = fixed.replace(width=w, height=h)
+            except (OSError, ValueError) as e:
+                probs = probs + [f"{r.source}: the stored image cannot be decoded ({e})."]
         elif r.image_data is None:
             try:
                 w, h = probe(r.image_path)

@@ -38,7 +38,8 @@ def models(tmp_path_factory):
     convert(root / "raw" / "annotations", root / "data", format="voc",
             images=root / "raw" / "images", split=(0.5, 0.25, 0.25), workers=1)
     train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", root / "run", progress=False,
-                    overrides=[f"data.train={root / 'data'}", *TINY, "model.score_threshold=0.0"])
+                    overrides=[f"data.train={root / 'data'}", *TINY, "model.score_threshold=0.0",
+                               "train.eval_every=4"])
     export.export(root / "run", root / "export", formats=("saved_model", "frozen_graph", "tflite"))
     return root
 
@@ -115,3 +116,14 @@ def test_compare_writes_one_table_and_one_plot(models, capsys):
     assert "AP shape" in res["models"][0]
     assert (out / "comparison.png").is_file() and (out / "comparison.md").is_file()
     assert (out / "run" / "report.html").is_file() and (out / "export" / "report.html").is_file()
+
+
+def test_training_logs_eval_images_and_pr_curve_to_tensorboard(models):
+    import tensorflow as tf
+
+    root = models
+    tags = set()
+    for event_file in (root / "run" / "eval").glob("events.out.tfevents.*"):
+        for ev in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags.update((v.tag, ev.step) for v in ev.summary.value)
+    assert {("eval/predictions", 4), ("eval/pr_curves", 4), ("AP50", 4)} <= tags, tags
