@@ -332,7 +332,8 @@ def load_model(model: str | os.PathLike, format: str | None = None, label_map=No
                      pred.cfg.eval.iou_threshold, p / "eval", pred.checkpoint)
     if not is_export:
         raise ExportError(f"{p}: neither a run folder (pipeline.yaml + checkpoints) nor an export "
-                          "folder (saved_model/); train with `od train` or export with `od export`.")
+                          "folder (saved_model/); train with `od train` or export with "
+                          "`od export`.")
     fmt = format or "saved_model"
     lm = _labels(p, label_map, str(p))
     if fmt == "frozen_graph":
