@@ -3,14 +3,16 @@ float TFLite file score the same images with the same AP50 (within 0.005); the c
 export folder, a lone .tflite file and a raw VOC folder; --compare.
 
 The model is the TINY model of tests/conftest.py trained for 4 steps, as the shared ``tiny_run``,
-but on one class, keeping every box (``model.score_threshold=0``). Why not ``tiny_run`` itself:
-after 4 steps every score is about 0.01, under the usual NMS score threshold (0.05), so it detects
-nothing and every AP is a vacuous 0; and with its 3 classes and near-equal scores, TFLite's
-class-agnostic NMS (od.tflite) keeps other boxes than the SavedModel's per-class NMS (measured:
-AP50 0.24 vs 0.36 on the same images), a difference that only training long enough removes. With
-one class both NMS are the same. Its AP50 on the real boxes is near 0, so the comparison that
-must not be vacuous scores pseudo-labels: the run's own 3 best boxes per image, written as a CSV
-(AP50 well above 0 for the run, and the exports must reproduce it)."""
+but on one class, keeping every box (``model.score_threshold=0``), with its class head's last
+kernel redrawn (normal, std 0.2). Why not ``tiny_run`` itself: after 4 steps that kernel is still
+at its 1e-5 initialisation, so every box scores the same 0.0101 (under the usual NMS score
+threshold 0.05: nothing is detected and every AP is a vacuous 0) and ties rank in whatever order
+each runtime happens to use; with 3 classes and near-equal scores, TFLite's class-agnostic NMS
+(od.tflite) keeps other boxes than the SavedModel's per-class NMS (measured: AP50 0.24 vs 0.36 on
+the same images), a difference only training long enough removes. One class makes both NMS the
+same; the redrawn kernel makes scores differ from box to box. Its AP50 on the real boxes is near
+0, so the comparison that must not be vacuous scores pseudo-labels: the run's own 3 best boxes
+per image, written as a CSV (AP50 well above 0 for the run, and the exports must reproduce it)."""
 import csv
 import json
 import shutil
@@ -40,8 +42,27 @@ def models(tmp_path_factory):
     train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", root / "run", progress=False,
                     overrides=[f"data.train={root / 'data'}", *TINY, "model.score_threshold=0.0",
                                "train.eval_every=4"])
+    _spread_scores(root / "run")
     export.export(root / "run", root / "export", formats=("saved_model", "frozen_graph", "tflite"))
     return root
+
+
+def _spread_scores(run):
+    """Redraw the class head's last kernel (module doc) and save it as the run's newest
+    checkpoint, in the form od.model.restore and od export read."""
+    import numpy as np
+    import tensorflow as tf
+
+    from od.model import build_model, latest_checkpoint, load_run, restore
+
+    cfg, _ = load_run(run)
+    model = build_model(cfg)
+    restore(model, latest_checkpoint(run))
+    kernel = model.head._classifier.kernel
+    kernel.assign(np.random.default_rng(0).normal(0, 0.2, kernel.shape).astype(np.float32))
+    prefix = tf.train.Checkpoint(model=model).write(str(run / "ckpt-5"))
+    tf.compat.v1.train.update_checkpoint_state(str(run), prefix)
+    assert latest_checkpoint(run) == prefix
 
 
 FORMS = (("run", "run", None), ("saved_model", "export", None),
