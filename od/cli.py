@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -124,11 +125,35 @@ def _add_model_commands(sub) -> None:
                    help="show TensorFlow/Model Garden logs (always in RUN/train.log)")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("evaluate", help="COCO metrics of a run on TFRecord shards")
-    e.add_argument("--model-dir", "--model", dest="model_dir", required=True,
-                   help="run folder of `od train`")
-    e.add_argument("--data", required=True, help="shard glob, e.g. 'DATA/test*.tfrecord'")
-    e.add_argument("--out", help="output folder (default RUN/eval)")
+    e = sub.add_parser("evaluate", help="COCO metrics, plots and report.html of a run or an "
+                       "exported model on TFRecords or any annotation source")
+    e.add_argument("--model-dir", "--model", dest="model_dir", action="append",
+                   help="run folder of `od train`, export folder of `od export`, or a .tflite / "
+                        "frozen .pb file; repeat to compare models")
+    e.add_argument("--compare", nargs="+", metavar="MODEL",
+                   help="evaluate these models on the same data: one table and one plot in OUT")
+    e.add_argument("--format", action="append", dest="model_format",
+                   choices=["saved_model", "frozen_graph", "tflite", "tflite_fp16",
+                            "tflite_int8"],
+                   help="which model of an export folder runs (default saved_model); repeat "
+                        "once per model with --compare")
+    e.add_argument("--data", required=True,
+                   help="TFRecord shards (glob, file or folder) or an annotation source: VOC "
+                        "folder/devkit, COCO JSON/Roboflow folder, CSV, AutoML CSV")
+    e.add_argument("--data-format", choices=["tfrecord", "voc", "coco", "csv", "automl"],
+                   help="format of --data (default: detected)")
+    e.add_argument("--images", help="images folder of an annotation source")
+    e.add_argument("--split", choices=["train", "val", "test"],
+                   help="split to score where the source has them (default: test, or its only "
+                        "split)")
+    e.add_argument("--label-map", help="label_map.pbtxt of a model file that has none beside it")
+    e.add_argument("--min-score", type=float,
+                   help="score threshold of the confusion matrix (default: the model's "
+                        "eval.min_score)")
+    e.add_argument("--clip-boxes", action="store_true",
+                   help="clip boxes that leave the image (default: report them as errors)")
+    e.add_argument("--out", help="output folder (default RUN/eval, EXPORT/eval[_FORMAT]; "
+                                 "required with --compare)")
     e.add_argument("--max-images", type=int, default=0)
     e.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     e.add_argument("--checkpoint", help="best, latest or a checkpoint path (default: best when "
@@ -210,15 +235,52 @@ def _train(a) -> None:
           f"{r.model_dir}; TensorBoard: tensorboard --logdir {r.model_dir}")
 
 
+def _evaluate_log(out, models) -> str | None:
+    """Where `od evaluate` logs: in --out, else in the (od-made) run or export folder, else in
+    the default ``<stem>_eval/`` folder beside a model file; never in a user's own folder."""
+    if out:
+        return os.path.join(out, "evaluate.log")
+    if not models:
+        return None
+    p = Path(models[0])
+    return str(p / "evaluate.log" if p.is_dir() else p.parent / f"{p.stem}_eval" / "evaluate.log")
+
+
 def _evaluate(a) -> None:
     from od import logs
-    from od.evaluate import evaluate
-    with logs.routed(os.path.join(a.model_dir, "evaluate.log"), a.verbose):
-        r = evaluate(a.model_dir, a.data, a.out, max_images=a.max_images,
-                     checkpoint=a.checkpoint, overwrite=a.overwrite)
+    from od.evaluate import compare, evaluate
+    models = (a.model_dir or []) + (a.compare or [])
+    kw = dict(split=a.split, data_format=a.data_format, images=a.images, label_map=a.label_map,
+              min_score=a.min_score, box_policy="clip" if a.clip_boxes else "error",
+              max_images=a.max_images)
+    with logs.routed(_evaluate_log(a.out, models), a.verbose):
+        if len(models) > 1:
+            if not a.out:
+                raise OdError("comparing models needs --out (the folder for the comparison).")
+            if a.checkpoint:
+                raise OdError("--checkpoint picks one run's checkpoint; leave it out with "
+                              "--compare (each run uses its best, else latest).")
+            fmts = a.model_format or []
+            r = compare(models, a.data, a.out,
+                        formats=fmts * len(models) if len(fmts) == 1 else fmts,
+                        overwrite=a.overwrite, **kw)
+            keys = ("AP", "AP50", "AP75")
+            for m in r["models"]:
+                print(f"{m['model']}: " + "  ".join(
+                    f"{k} {'-' if m[k] is None else format(m[k], '.3f')}" for k in keys))
+            print(f"wrote {r['files']['markdown']}, {r['files']['csv']}, {r['files']['plot']}")
+            return
+        if not models:
+            raise OdError("give the model to evaluate: --model RUN|EXPORT|FILE (or --compare A "
+                          "B).")
+        if a.model_format and len(a.model_format) > 1:
+            raise OdError("one --format per evaluated model; give it once.")
+        r = evaluate(models[0], a.data, a.out, format=(a.model_format or [None])[0],
+                     checkpoint=a.checkpoint, overwrite=a.overwrite, **kw)
     c = r["coco"]
     print(json.dumps({k: c[k] for k in ("AP", "AP50", "AP75")}, indent=2))
     print(f"wrote {r['plots'].get('metrics', '')} and plots")
+    print(f"report: {r['report_html']}")
 
 
 def _export(a) -> None:

@@ -1,13 +1,20 @@
-"""``od evaluate``: COCO metrics of a trained run on TFRecord shards, with pycocotools.
+"""``od evaluate``: COCO metrics of a detector on labelled images, with pycocotools.
 
-Each image is decoded as in training (``tf.io.decode_image``, 3 channels), run through the model
-at its input size by Model Garden's serving module (aspect ratio kept), and its boxes are mapped
-back to the original image, so AP is computed in original image pixels. Model Garden's own COCO
-evaluator is not used (it breaks on NumPy 2). Outputs in ``RUN/eval/`` (or ``out``):
+The detector is a run folder (newest checkpoint), an export folder (SavedModel, frozen graph,
+TFLite float32/fp16/int8) or a ``.tflite``/``.pb`` file; the images are TFRecord shards or any
+annotation source ``od data convert`` reads, read directly (od.eval_inputs). Each image is decoded
+as in training, run through the detector (which resizes it to the model's input size, aspect ratio
+kept, and maps boxes back to the image), so AP is computed in original image pixels. Model
+Garden's own COCO evaluator is not used (it breaks on NumPy 2). Outputs in ``OUT`` (default
+``RUN/eval``, ``EXPORT/eval`` or ``EXPORT/eval_<format>``, ``<file>_eval`` beside a file):
 
 - ``metrics.json``: AP, AP50, AP75, APs/m/l, AR, per-class AP, the precision/recall/F1 table per
-  score threshold, the best threshold, and the confusion matrix (od.metrics);
-- PNG plots: PR curves, confusion matrix, precision/recall/F1 vs threshold (od.plots).
+  score threshold, the best threshold, the confusion matrix (od.metrics), what was scored
+  (``model``, ``data``, ``data_summary`` with ``unknown_classes``);
+- PNG plots: PR curves, confusion matrix, precision/recall/F1 vs threshold (od.plots);
+- ``report.html``: all of it in one self-contained page (od.report).
+
+``compare`` scores several models on the same images into one table and one plot.
 """
 from __future__ import annotations
 
@@ -58,52 +65,139 @@ def run_on_records(predictor, pattern: str, max_images: int = 0, progress: bool 
     return gts, dets
 
 
-def coco_on_records(predictor, pattern: str, label_map, max_images: int = 0) -> dict:
-    """COCO metrics (od.metrics.coco_metrics) of ``predictor`` on the shards in ``pattern``."""
+def coco_on_records(predictor, pattern: str, label_map, max_images: int = 0,
+                    summaries=None) -> dict:
+    """COCO metrics (od.metrics.coco_metrics) of ``predictor`` on the shards in ``pattern``.
+    ``summaries``: optional callable ``(groundtruth, detections)`` also given the scored images
+    (training passes od.tb.write_eval_summaries through it)."""
     from od import metrics
 
     gts, dets = run_on_records(predictor, pattern, max_images)
+    if summaries is not None:
+        summaries(gts, dets)
     return metrics.coco_metrics(gts, dets, label_map)
 
 
+def predict(model, data, progress: bool = False) -> dict[int, Detections]:
+    """Run ``model`` (uint8 RGB [H, W, 3] → Detections) on every image of ``data``
+    (od.eval_inputs.EvalData); returns {image_id: Detections}, ids 1..N in data order."""
+    from tqdm import tqdm
+
+    dets = {}
+    for k in tqdm(range(len(data.records)), desc="evaluate", unit="img", disable=not progress):
+        dets[k + 1] = model(data.image(k))
+    return dets
+
+
 def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | None = None, *,
-             max_images: int = 0, progress: bool = True, checkpoint: str | None = None,
+             format: str | None = None, split: str | None = None,
+             data_format: str | None = None, images=None, label_map=None,
+             min_score: float | None = None, box_policy: str = "error", max_images: int = 0,
+             progress: bool = True, html: bool = True, checkpoint: str | None = None,
              overwrite: bool = False) -> dict:
-    """Evaluate a checkpoint of a run (default: ``RUN/best/`` if it exists, else the newest;
-    ``checkpoint``: best, latest or a path) on TFRecord shards.
+    """Evaluate a detector on labelled images (module doc).
 
     Args:
-      model_dir: run folder of ``od train``.
-      data: glob of shards (``'DATA/test*.tfrecord'``) or a data folder (its test split).
-      out: output folder; default ``RUN/eval``.
+      model_dir: run folder, export folder, or ``.tflite`` / frozen ``.pb`` file.
+      data: TFRecord file/folder/glob or annotation source (VOC, COCO, CSV, AutoML).
+      out: output folder (see module doc for the default).
+      format: model format of an export folder (od.eval_inputs.MODEL_FORMATS); None: SavedModel
+        (checkpoint for a run).
+      split, data_format, images, box_policy: see od.eval_inputs.read_data.
+      label_map: label_map.pbtxt of a detector that has none beside it.
+      min_score: score threshold of the confusion matrix; default the model's ``eval.min_score``.
       max_images: evaluate only the first N images (0 = all).
+      html: also write ``report.html`` (od.report).
     Returns:
-      The report dict written to ``metrics.json`` (keys ``coco``, ``thresholds``,
-      ``best_threshold``, ``confusion_matrix``, ``plots``, ``checkpoint``, ``data``).
+      The report dict written to ``metrics.json`` (keys ``coco``, ``pr_curves``,
+      ``threshold_table``, ``best_threshold``, ``confusion_matrix``, ``plots``, ``checkpoint``,
+      ``data``, ``data_summary``, ``model``, and ``report_html`` with ``html``).
     Raises:
-      ConfigError / CheckpointError: not a trained run folder; LabelMapError: its label map
-        does not fit its checkpoint; OdError: no data.
+      ConfigError / CheckpointError: a broken run folder; ExportError: not a model or a missing
+        format; LabelMapError: a detector without labels, its label map shares no class with the
+        data, or does not fit its checkpoint; AnnotationError / InvalidDataError: no or invalid
+        data. All before any image is run through the model.
     """
     from od import atomic, metrics, outputs, plots
-    from od.config import shard_pattern
-    from od.model import Predictor
+    from od.eval_inputs import load_model, read_data
 
-    pattern = shard_pattern(str(data), "test")
-    out_dir = Path(out) if out else Path(model_dir) / "eval"  # the default is od's own folder
-    outputs.prepare_out(out_dir, inputs=[model_dir, pattern], command="evaluate",
-                        overwrite=overwrite or not out, inside_ok=[model_dir])
-    predictor = Predictor.from_run(model_dir, checkpoint)
-    cfg, lm = predictor.cfg, predictor.label_map
-    gts, dets = run_on_records(predictor, pattern, max_images, progress)
-    report = metrics.evaluation_report(gts, dets, lm, iou=cfg.eval.iou_threshold,
-                                       min_score=cfg.eval.min_score)
+    if out:  # a user's --out is checked before anything loads; the default is od's own folder
+        outputs.prepare_out(out, inputs=[model_dir, data, images, label_map],
+                            command="evaluate", overwrite=overwrite)
+    model = load_model(model_dir, format, label_map, checkpoint)
+    out_dir = Path(out) if out else model.default_out
+    if not out:
+        outputs.prepare_out(out_dir, inputs=[model_dir, data, images, label_map],
+                            command="evaluate", overwrite=True, inside_ok=[model_dir])
+    if progress:
+        print(f"evaluating {model.path} ({model.format})", flush=True)
+    ds = read_data(data, model.label_map, format=data_format, split=split, images=images,
+                   box_policy=box_policy, max_images=max_images)
+    if ds.unknown_classes and progress:
+        print(f"note: {sum(ds.unknown_classes.values())} box(es) of "
+              f"{len(ds.unknown_classes)} class(es) the model does not know are not scored: "
+              f"{', '.join(ds.unknown_classes)}", flush=True)
+    dets = predict(model.predict, ds, progress)
+    min_score = model.min_score if min_score is None else min_score
+    report = metrics.evaluation_report(ds.groundtruth, dets, model.label_map, iou=model.iou,
+                                       min_score=min_score)
     out = outputs.start_output(out_dir, "evaluate")
     report["plots"] = {k: str(v) for k, v in plots.write_report(report, out).items()}
-    report["checkpoint"] = predictor.checkpoint
-    report["data"] = pattern
+    report["checkpoint"] = model.checkpoint
+    report["data"] = ds.source
+    report["data_summary"] = ds.summary()
+    report["model"] = {"path": model.path, "kind": model.kind, "format": model.format}
+    if html:
+        from od import report as report_lib
+        report["report_html"] = str(report_lib.write_html(report, out, ds, dets,
+                                                          model.label_map))
     atomic.write_json(out / "metrics.json", report)
-    outputs.write_marker(out, "evaluate", [Path(v).name for v in report["plots"].values()])
+    outputs.write_marker(out, "evaluate", ["metrics.json", "report.html",
+                                           *(Path(v).name for v in report["plots"].values())])
     return report
+
+
+def _names(models) -> list[str]:
+    names = []
+    for m in models:
+        p = Path(m)
+        base = p.stem if p.is_file() else p.name or "model"
+        name, k = base, 1
+        while name in names:
+            k += 1
+            name = f"{base}_{k}"
+        names.append(name)
+    return names
+
+
+def compare(models, data: str, out: str | os.PathLike, *, formats=None, **kwargs) -> dict:
+    """Evaluate each of ``models`` on the same ``data`` and write one comparison (od.report):
+    ``OUT/comparison.csv``, ``comparison.md``, ``comparison.json``, ``comparison.png``; each
+    model's full evaluation goes to ``OUT/<name>/``.
+
+    Args:
+      models: run/export folders or files (two or more).
+      formats: None, or one model format per model (None entries: the default).
+      kwargs: passed to :func:`evaluate` (split, data_format, images, max_images...).
+    Returns:
+      ``{"models": [{"name", "model", "format", "AP", "AP50", ..., "per_class"}], "files"}``.
+    Raises:
+      OdError: fewer than two models, or ``formats`` of another length; evaluate's errors.
+    """
+    from od import report as report_lib
+
+    models = [str(m) for m in models]
+    if len(models) < 2:
+        raise OdError(f"--compare needs two or more models, got {len(models)}.")
+    formats = list(formats) if formats else [None] * len(models)
+    if len(formats) != len(models):
+        raise OdError(f"{len(formats)} formats for {len(models)} models; give one --format per "
+                      "model, or one for all.")
+    out = Path(out)
+    reports = {}
+    for name, m, fmt in zip(_names(models), models, formats):
+        reports[name] = evaluate(m, data, out / name, format=fmt, **kwargs)
+    return report_lib.write_comparison(reports, out)
 
 
 # `import od; od.evaluate(...)` calls evaluate() above (see od/__init__.py).

@@ -159,7 +159,7 @@ class PeriodicEval:
     def __call__(self, output) -> None:
         import tensorflow as tf
 
-        from od import evaluate
+        from od import evaluate, tb
         from od.model import Predictor
 
         step = int(self.trainer.global_step.numpy())
@@ -167,8 +167,14 @@ class PeriodicEval:
             return
         if self.predictor is None:
             self.predictor = Predictor(self.cfg, self.trainer.model)
+        summaries = None
+        if self.write:  # validation images with predictions + the PR curve, in TensorBoard
+            writer = tf.summary.create_file_writer(str(self.dir))
+            summaries = lambda g, d: tb.write_eval_summaries(  # noqa: E731
+                writer, step, g, d, self.label_map, self.cfg.data.val, self.cfg.eval.min_score)
         metrics = evaluate.coco_on_records(self.predictor, self.cfg.data.val, self.label_map,
-                                           max_images=self.cfg.eval.max_images)
+                                           max_images=self.cfg.eval.max_images,
+                                           summaries=summaries)
         row = {"step": step, **{k: v for k, v in metrics.items() if k != "per_class"},
                "total_loss": float((output or {}).get("total_loss", float("nan")))}
         better = self._update(row)
