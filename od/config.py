@@ -86,6 +86,15 @@ class TrainConfig:
     max_checkpoints: int = 3         # checkpoints kept in the run folder
     eval_every: int = 0              # steps between evaluations on data.val; 0 = never
     seed: int = 0
+    optimizer: str = "sgd"           # sgd (with momentum), adam or rmsprop
+    lr_schedule: str = "cosine"      # cosine (to 0 at steps), exponential, stepwise or constant
+    lr_decay_steps: int = 0          # exponential: steps per decay by lr_decay_rate
+    lr_decay_rate: float = 0.1       # exponential: factor per lr_decay_steps
+    lr_staircase: bool = False       # exponential: decay in steps, not continuously
+    lr_boundaries: tuple = ()        # stepwise: steps where the rate changes (increasing)
+    lr_values: tuple = ()            # stepwise: rates, one more than lr_boundaries
+    focal_loss_alpha: float = 0.25   # class loss: focal-loss weight of positives
+    focal_loss_gamma: float = 1.5    # class loss: focal-loss focusing exponent
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,8 @@ _CHOICES = {
     "model.decoder": ("fpn", "identity"),
     "model.nms_version": ("batched", "v1", "v2", "v3"),
     "train.fine_tune_checkpoint_type": ("backbone", "detector", "full"),
+    "train.optimizer": ("sgd", "adam", "rmsprop"),
+    "train.lr_schedule": ("cosine", "exponential", "stepwise", "constant"),
     "runtime.strategy": ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
     "runtime.mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
 }
@@ -233,6 +244,12 @@ def check(cfg: PipelineConfig, where: str) -> PipelineConfig:
                           f"train.steps_per_loop = {t.steps_per_loop}.")
     if not 0 < cfg.data.scale_min <= cfg.data.scale_max:
         raise ConfigError(f"{where}: need 0 < data.scale_min <= data.scale_max.")
+    if t.lr_schedule == "stepwise" and len(t.lr_values) != len(t.lr_boundaries) + 1:
+        raise ConfigError(f"{where}: train.lr_schedule = stepwise needs one more train.lr_values "
+                          f"({len(t.lr_values)}) than train.lr_boundaries ({len(t.lr_boundaries)}).")
+    if t.lr_schedule == "exponential" and t.lr_decay_steps < 1:
+        raise ConfigError(f"{where}: train.lr_schedule = exponential needs train.lr_decay_steps "
+                          ">= 1.")
     return cfg
 
 
@@ -293,13 +310,19 @@ def load(path: str | os.PathLike | None = None, extra=(), overrides=()) -> Pipel
     """Load a pipeline config with its layers applied, in order.
 
     Args:
-      path: base YAML (e.g. ``configs/retinanet_mobilenetv2_fpn_256.yaml``) or None for defaults.
+      path: base YAML (e.g. ``configs/retinanet_mobilenetv2_fpn_256.yaml``) or None for defaults;
+        an Object Detection API ``pipeline.config`` (recognised by content) is imported with
+        :func:`od.odapi.import_config` (its mapping table: ``od config import``).
       extra: more YAML files, each overriding the ones before.
       overrides: ``'section.key=value'`` strings, applied last; ``'model=<zoo name>'`` takes the
         zoo entry's architecture (its ``config``) and checkpoint.
     Raises:
       ConfigError: unreadable/invalid YAML, unknown keys, wrong types, impossible values.
     """
+    from od import odapi
+
+    if path and odapi.is_pipeline_config(path):  # an Object Detection API pipeline.config
+        return odapi.import_config(path, extra=extra, overrides=overrides).cfg
     cfg = PipelineConfig()
     for p in ([path] if path else []) + list(extra):
         cfg = _merge(cfg, _read_yaml(Path(p)), str(p))
@@ -395,6 +418,27 @@ def _backbone(m: ModelConfig):
         model_id=str(m.backbone_id), min_level=m.min_level, max_level=m.max_level))
 
 
+def _optimizer_choice(optimizer: dict, t: TrainConfig) -> dict:
+    """Swap the SGD/cosine defaults of ``optimizer`` (a Model Garden OptimizationConfig dict)
+    for ``train.optimizer`` and ``train.lr_schedule`` (warm-up is kept)."""
+    if t.optimizer != "sgd":
+        clip = optimizer["optimizer"]["sgd"].get("global_clipnorm")
+        optimizer["optimizer"] = {"type": t.optimizer, t.optimizer: (
+            {"global_clipnorm": clip} if clip else {})}
+    lr = t.learning_rate
+    schedule = {
+        "cosine": None,
+        "constant": {"learning_rate": lr},
+        "exponential": {"initial_learning_rate": lr, "decay_steps": t.lr_decay_steps,
+                        "decay_rate": t.lr_decay_rate, "staircase": t.lr_staircase},
+        "stepwise": {"boundaries": [int(b) for b in t.lr_boundaries],
+                     "values": [float(v) for v in t.lr_values]},
+    }[t.lr_schedule]
+    if schedule is not None:
+        optimizer["learning_rate"] = {"type": t.lr_schedule, t.lr_schedule: schedule}
+    return optimizer
+
+
 def to_experiment(cfg: PipelineConfig):
     """Build the Model Garden ``ExperimentConfig`` (RetinaNet task) for a resolved config.
 
@@ -436,6 +480,7 @@ def to_experiment(cfg: PipelineConfig):
                      "warmup_learning_rate": t.warmup_learning_rate}}}
     if t.clipnorm > 0:
         optimizer["optimizer"]["sgd"]["global_clipnorm"] = t.clipnorm
+    optimizer = _optimizer_choice(optimizer, t)
     task = rn.RetinaNetTask(
         model=model,
         train_data=rn.DataConfig(input_path=d.train, is_training=True,
@@ -443,7 +488,8 @@ def to_experiment(cfg: PipelineConfig):
                                  shuffle_buffer_size=d.shuffle_buffer, seed=t.seed or None),
         validation_data=rn.DataConfig(input_path=d.val or d.train, is_training=False,
                                       global_batch_size=1, dtype=dtype),
-        losses=rn.Losses(l2_weight_decay=t.l2_weight_decay),
+        losses=rn.Losses(l2_weight_decay=t.l2_weight_decay, focal_loss_alpha=t.focal_loss_alpha,
+                         focal_loss_gamma=t.focal_loss_gamma),
         init_checkpoint=t.fine_tune_checkpoint or None,
         init_checkpoint_modules=modules,
         use_coco_metrics=False,
