@@ -90,8 +90,8 @@ def _add_model_commands(sub) -> None:
     t.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.batch_size=8")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--nearest", action="store_true",
-                   help="OD API pipeline.config: map an architecture od cannot build (Faster "
-                        "R-CNN, CenterNet, EfficientDet, SSD without FPN) to the nearest od one")
+                   help="OD API pipeline.config: map an architecture od cannot build "
+                        "(CenterNet, EfficientDet, SSD without FPN) to the nearest od one")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="COCO metrics of a run on TFRecord shards")

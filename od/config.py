@@ -51,6 +51,7 @@ class ModelConfig:
     nms_iou_threshold: float = 0.5   # IoU above which NMS suppresses a box
     score_threshold: float = 0.05    # boxes below this score are dropped before NMS
     nms_version: str = "batched"     # Model Garden NMS: batched (per-class, fast on CPU/GPU), v1, v2, v3
+    architecture: str = "retinanet"  # retinanet, or faster_rcnn (Model Garden maskrcnn task, no masks)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ _CHOICES = {
     "model.backbone": ("mobilenet", "resnet", "spinenet", "spinenet_mobile"),
     "model.decoder": ("fpn", "identity"),
     "model.nms_version": ("batched", "v1", "v2", "v3"),
+    "model.architecture": ("retinanet", "faster_rcnn"),
     "train.fine_tune_checkpoint_type": ("backbone", "detector", "full"),
     "train.optimizer": ("sgd", "adam", "rmsprop"),
     "train.lr_schedule": ("cosine", "exponential", "stepwise", "constant"),
@@ -450,6 +452,9 @@ def to_experiment(cfg: PipelineConfig):
     from official.vision.configs import common, decoders
     from official.vision.configs import retinanet as rn
 
+    if cfg.model.architecture == "faster_rcnn":  # two-stage: od/fasterrcnn.py
+        from od import fasterrcnn
+        return fasterrcnn.to_experiment(cfg)
     m, d, t = cfg.model, cfg.data, cfg.train
     decoder = (decoders.Decoder(type="fpn", fpn=decoders.FPN(
         num_filters=m.fpn_filters, use_separable_conv=m.separable_conv))

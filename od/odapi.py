@@ -7,8 +7,9 @@ format parser on the subset schema), maps every field that has a Model Garden co
 ``approximated`` (how) or ``ignored`` (why), plus rows for settings implied by a field's absence
 (e.g. no ``random_horizontal_flip`` → ``data.hflip=false``).
 
-Architectures: an SSD with FPN is RetinaNet and maps directly. An architecture `od` cannot build
-(Faster R-CNN, CenterNet, EfficientDet's BiFPN, SSD without FPN) maps to the nearest `od`
+Architectures: an SSD with FPN is RetinaNet and Faster R-CNN is od's Faster R-CNN
+(:mod:`od.fasterrcnn`, always with an FPN); both map directly. An architecture `od` cannot build
+(CenterNet, EfficientDet's BiFPN, SSD without FPN, an unknown backbone) maps to the nearest `od`
 detector (RetinaNet with the same backbone family and an FPN) only with ``nearest=True``
 (``--nearest``); otherwise it is a ConfigError naming the choices.
 
@@ -54,7 +55,8 @@ _IGNORED = (
     ("box_coder", "Model Garden's RetinaNet box coding is fixed"),
     ("matcher", "Model Garden labels anchors by IoU itself (0.5 positive, 0.4 negative)"),
     ("similarity_calculator", "IoU, as Model Garden's anchor labeler"),
-    ("faster_rcnn.", "a Faster R-CNN setting; the nearest RetinaNet is single-stage"),
+    ("faster_rcnn.", "a Faster R-CNN detail: Model Garden's defaults (RPN, ROI sampling, "
+                     "1000 proposals, box head) are used"),
     ("initializer", "Model Garden's own weight initialisers"),
     ("batch_norm", "Model Garden's batch norm settings"), ("batchnorm", "Model Garden's batch norm"),
     ("localization_loss", "Model Garden's box loss (Huber on its box encoding)"),
@@ -215,7 +217,24 @@ def _architecture(msg, mp: _Mapper, nearest: bool):
         mp.set(path, "model.backbone_id", bb[1])
         mp.set(path, "model.decoder", "fpn")
         return meta, arch, f"{meta} {fe.type} = RetinaNet"
-    why = {"faster_rcnn": "Faster R-CNN (two-stage; od builds RetinaNet only)",
+    if meta == "faster_rcnn" and (bb or nearest):
+        fpn = "fpn" in fe.type and bb is not None
+        if bb is None:  # --nearest: an unknown backbone → ResNet-50
+            mp.note(f"model.{meta}.feature_extractor", "approximated",
+                    f"--nearest: backbone {fe.type!r} → ResNet-50")
+            bb = ("resnet", "50")
+        note = "Faster R-CNN = Model Garden's maskrcnn task without masks" + (
+            "" if fpn else "; the OD API's single-stride (16 px) features → an FPN, levels 2-6")
+        status = "mapped" if fpn else "approximated"
+        mp.set(path, "model.architecture", "faster_rcnn", status, note)
+        for key, value in (("backbone", bb[0]), ("backbone_id", bb[1]), ("decoder", "fpn")):
+            mp.set(path, f"model.{key}", value, status)
+        for key, value in (("min_level", 2), ("max_level", 6), ("fpn_filters", 256),
+                           ("head_filters", 256), ("head_convs", 0)):
+            mp.implied(f"Faster R-CNN {key}", f"model.{key}", value,
+                       "Model Garden's fasterrcnn_resnetfpn_coco")
+        return meta, arch, f"{meta} {fe.type} = Faster R-CNN" + ("" if fpn else " with FPN")
+    why = {"faster_rcnn": "Faster R-CNN on a backbone od has not",
            "center_net": "CenterNet (keypoint-based; not in Model Garden)"}.get(meta) or (
         "EfficientDet's BiFPN (no Model Garden counterpart)" if fe.HasField("bifpn") or
         "bifpn" in fe.type or "efficientdet" in fe.type else
@@ -243,7 +262,7 @@ def _model(msg, mp: _Mapper, nearest: bool) -> str:
     mp.set(f"{p}.num_classes", "model.num_classes", arch.num_classes + 1,
            note="+1 for od's background class 0; checked against the label map")
     fe = arch.feature_extractor
-    levels = (3, 7)
+    levels = (2, 6) if mp.values.get("model.architecture") == "faster_rcnn" else (3, 7)
     if fe.HasField("fpn"):
         levels = (fe.fpn.min_level or 3, fe.fpn.max_level or 7)
         mp.set(f"{p}.feature_extractor.fpn.min_level", "model.min_level", levels[0])
@@ -344,6 +363,11 @@ def _anchors(a, p: str, mp: _Mapper) -> None:
                        list(g.aspect_ratios))
             note = ("RetinaNet anchors: model.num_scales=3 sizes per level of anchor_size=4 "
                     "strides on the FPN levels")
+            if kind == "grid_anchor_generator":
+                mp.implied("RPN anchor scales", "model.num_scales", 1, "Model Garden's RPN")
+                mp.implied("RPN anchor size", "model.anchor_size", 8.0, "Model Garden's RPN")
+                note = ("Model Garden's RPN anchors: one size per FPN level, anchor_size=8 "
+                        "strides (32-512 px on levels 2-6)")
             for field in g.DESCRIPTOR.fields_by_name:
                 if field != "aspect_ratios":
                     mp.note(f"{q}.{field}", "approximated", note)
@@ -382,8 +406,10 @@ def _post_processing(post, p: str, mp: _Mapper) -> None:
     if post.HasField("score_converter"):
         name = odapi_schema.TrainEvalPipelineConfig.DESCRIPTOR.file.enum_types_by_name[
             "ScoreConverter"].values[post.score_converter].name
-        if name == "SIGMOID":
+        if name == "SIGMOID" and "second_stage" not in p:
             mp.note(f"{p}.score_converter", "mapped", "RetinaNet's scores are sigmoids")
+        elif name == "SOFTMAX" and "second_stage" in p:
+            mp.note(f"{p}.score_converter", "mapped", "Model Garden's Faster R-CNN: softmax")
         else:
             mp.note(f"{p}.score_converter", "approximated",
                     f"{name} → sigmoid per class (RetinaNet's)")

@@ -108,10 +108,20 @@ def test_unparsable_file_is_a_config_error(tmp_path):
 
 
 @needs_shared
-@pytest.mark.parametrize("sample, why", [(SSD, "SSD without FPN"), (FRCNN, "Faster R-CNN")])
-def test_architectures_without_counterpart_need_nearest(sample, why):
-    with pytest.raises(ConfigError, match=rf"{why}.*Choices: pass --nearest.*RetinaNet"):
-        odapi.import_config(sample)
+def test_ssd_without_fpn_needs_nearest():
+    with pytest.raises(ConfigError, match=r"SSD without FPN.*Choices: pass --nearest.*RetinaNet"):
+        odapi.import_config(SSD)
+
+
+def test_centernet_needs_nearest(tmp_path):
+    p = tmp_path / "pipeline.config"
+    p.write_text("model { center_net { num_classes: 2 feature_extractor { type: 'hourglass_104' }"
+                 " image_resizer { fixed_shape_resizer { height: 512 width: 512 } } } }")
+    with pytest.raises(ConfigError, match=r"CenterNet.*Choices: pass --nearest.*RetinaNet resnet 50"):
+        odapi.import_config(p)
+    imp = odapi.import_config(p, nearest=True)
+    assert (imp.cfg.model.architecture, imp.cfg.model.backbone) == ("retinanet", "resnet")
+    assert _rows(imp)["model.center_net.feature_extractor.type"].status == "approximated"
 
 
 @needs_shared
@@ -136,14 +146,17 @@ def test_samples_import_with_a_complete_table():
         "model.input_size=256"
     assert ssd["model.ssd.feature_extractor.type"].status == "approximated"
     assert ssd["model.ssd.box_coder.faster_rcnn_box_coder.y_scale"].status == "ignored"
-    frcnn = odapi.import_config(FRCNN, nearest=True, placeholders="keep")
+    frcnn = odapi.import_config(FRCNN, placeholders="keep")  # Faster R-CNN: no --nearest
     c, rows = frcnn.cfg, _rows(frcnn)
-    assert (c.model.backbone, c.model.backbone_id, c.model.input_size) == ("resnet", "50", 640)
+    assert (c.model.architecture, c.model.backbone, c.model.backbone_id, c.model.input_size) == \
+        ("faster_rcnn", "resnet", "50", 640)
+    assert (c.model.min_level, c.model.max_level, c.model.num_scales) == (2, 6, 1)
     assert (c.train.learning_rate, c.train.warmup_steps, c.train.fine_tune_checkpoint_type) == \
         (0.04, 2000, "backbone")
     assert (c.model.max_detections, c.model.nms_iou_threshold) == (300, 0.6)
     assert rows["model.faster_rcnn.second_stage_post_processing.score_converter"].status == \
-        "approximated"
+        "mapped"  # softmax, as Model Garden's Faster R-CNN
+    assert rows["model.faster_rcnn.feature_extractor.type"].status == "approximated"  # + FPN
 
 
 @needs_shared
@@ -162,9 +175,9 @@ def test_config_import_cli(tmp_path, capsys):
     assert "ignored" in capsys.readouterr().out
     table = json.loads((tmp_path / "od.mapping.json").read_text())
     assert table["counts"]["mapped"] > 10 and (tmp_path / "od.mapping.txt").is_file()
-    assert config.load(out).model.backbone == "resnet"
+    assert config.load(out).model.architecture == "faster_rcnn"
     assert main(["config", "import", str(FRCNN), "--nearest", "--out", str(out)]) == 2  # exists
-    assert main(["config", "import", str(FRCNN)]) == 2  # no --nearest
+    assert main(["config", "import", str(SSD)]) == 2  # no --nearest
     assert "--nearest" in capsys.readouterr().err
 
 
@@ -184,8 +197,9 @@ def tiny_data(tmp_path_factory):
 @needs_shared
 @pytest.mark.parametrize("sample", [SSD, FRCNN], ids=["ssd", "faster_rcnn"])
 def test_sample_trains_two_steps(sample, tiny_data, tmp_path):
-    """The SSD sample on od-converted data; Faster R-CNN on the raccoon TFRecord written by the
-    OD API's own tooling, read as it is, with the shipped raccoon label map."""
+    """The SSD sample (→ RetinaNet, --nearest) on od-converted data; the Faster R-CNN sample (→ od's
+    Faster R-CNN) on the raccoon TFRecord written by the OD API's own tooling, read as it is,
+    with the shipped raccoon label map."""
     run = tmp_path / "run"
     data = [f"data.train={tiny_data}", "data.val=", "data.label_map="] if sample == SSD else [
         f"data.train={SHARED / 'data' / 'raccoon' / 'data' / 'test.record'}", "data.val=",
@@ -200,3 +214,4 @@ def test_sample_trains_two_steps(sample, tiny_data, tmp_path):
     saved = config.load(run / "pipeline.yaml")
     assert saved.model.num_classes == (4 if sample == SSD else 2)
     assert saved.model.name.startswith("odapi_")
+    assert saved.model.architecture == ("retinanet" if sample == SSD else "faster_rcnn")
