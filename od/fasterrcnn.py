@@ -28,11 +28,11 @@ from od.errors import ExportError
 
 #: Why there is no TFLite export of a Faster R-CNN run.
 TFLITE_BLOCKER = (
-    "TFLite export supports RetinaNet only: od's TFLite models end in TFLite's built-in "
-    "TFLite_Detection_PostProcess op, which decodes one set of anchors (single-stage); Faster "
-    "R-CNN's second stage crops proposals with Model Garden's multilevel ROI aligner "
-    "(MultilevelROIAligner: gather-based crop-and-resize over FPN levels) and runs a second "
-    "NMS, which that op cannot express. Export saved_model / frozen_graph, or train a RetinaNet "
+    "the op tf.CombinedNonMaxSuppression (Faster R-CNN's second-stage NMS, nms_version batched) "
+    "is not a TFLite builtin: converting the model as it is fails on it (TFLiteConverter, "
+    "TFLITE_BUILTINS). Model Garden's TFLite detection ending (nms_version 'tflite', TFLite's "
+    "TFLite_Detection_PostProcess op, which od's TFLite export uses) exists only for RetinaNet's "
+    "single-stage detection generator. Export saved_model / frozen_graph, or train a RetinaNet "
     "config for TFLite.")
 
 
