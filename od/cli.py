@@ -123,6 +123,9 @@ def _add_model_commands(sub) -> None:
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--verbose", action="store_true",
                    help="show TensorFlow/Model Garden logs (always in RUN/train.log)")
+    t.add_argument("--nearest", action="store_true",
+                   help="OD API pipeline.config: map an architecture od cannot build "
+                        "(CenterNet, EfficientDet, SSD without FPN) to the nearest od one")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="COCO metrics, plots and report.html of a run or an "
@@ -213,6 +216,15 @@ def _add_model_commands(sub) -> None:
     cs.add_argument("--config", action="append", default=[])
     cs.add_argument("overrides", nargs="*")
     cs.set_defaults(func=_config_show)
+    ci = csub.add_parser("import", help="an Object Detection API pipeline.config → od YAML, "
+                         "with a table of what maps to what")
+    ci.add_argument("pipeline_config", help="the OD API pipeline.config (protobuf text format)")
+    ci.add_argument("--out", help="write the od YAML here (and the table as OUT_STEM.mapping.txt); "
+                                  "default: print the YAML")
+    ci.add_argument("--nearest", action="store_true",
+                    help="map an architecture od cannot build to the nearest od detector")
+    ci.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.train=DATA")
+    ci.set_defaults(func=_config_import)
 
 
 def _layers(paths):
@@ -220,13 +232,19 @@ def _layers(paths):
 
 
 def _train(a) -> None:
-    from od import logs
-    from od.train import fine_tune
+    from od import logs, odapi
+    from od.train import Interrupted, fine_tune
     base, extra = _layers(a.config)
-    from od.train import Interrupted
+    overrides = a.overrides
+    if base and odapi.is_pipeline_config(base):  # an OD API pipeline.config, by content
+        imported = odapi.import_config(base, nearest=a.nearest, extra=extra, overrides=overrides)
+        print(imported.table())
+        os.makedirs(a.model_dir, exist_ok=True)
+        print(f"mapping table saved as {imported.save_table(a.model_dir)}")
+        base, extra, overrides = imported.cfg, (), ()
     try:
         with logs.routed(os.path.join(a.model_dir, "train.log"), a.verbose):
-            r = fine_tune(base, a.model_dir, extra=extra, overrides=a.overrides,
+            r = fine_tune(base, a.model_dir, extra=extra, overrides=overrides,
                           progress=not a.no_progress)
     except Interrupted as e:  # Ctrl-C / SIGTERM: checkpoint saved, exit 130 / 143
         print(f"od: {e}", file=sys.stderr)
@@ -324,6 +342,20 @@ def _config_show(a) -> None:
     from od import config
     base, extra = _layers(a.config)
     print(yaml.safe_dump(config.to_dict(config.load(base, extra, a.overrides)), sort_keys=False))
+
+
+def _config_import(a) -> None:
+    import yaml
+
+    from od import config, odapi
+    imported = odapi.import_config(a.pipeline_config, nearest=a.nearest, overrides=a.overrides,
+                                   placeholders="keep")
+    print(imported.table())
+    if a.out:
+        out = odapi.write_yaml(imported, a.out)
+        print(f"wrote {out} (train with: od train --config {out} --model-dir RUN)")
+    else:
+        print(yaml.safe_dump(config.to_dict(imported.cfg), sort_keys=False))
 
 
 # ---- od zoo ----------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ class ModelConfig:
     nms_iou_threshold: float = 0.5   # IoU above which NMS suppresses a box
     score_threshold: float = 0.05    # boxes below this score are dropped before NMS
     nms_version: str = "batched"     # Model Garden NMS: batched (per-class, fast on CPU/GPU), v1, v2, v3
+    architecture: str = "retinanet"  # retinanet, or faster_rcnn (Model Garden maskrcnn task, no masks)
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,17 @@ class TrainConfig:
     max_input_size: int = 640        # pixels; the largest size model.input_size auto may choose
     early_stop_patience: int = 0     # evaluations without an improvement of eval.best_metric before stopping; 0 = never
     early_stop_min_delta: float = 0.0  # smallest gain of eval.best_metric that counts as an improvement
-    optimizer: str = "sgd"           # sgd (with momentum), adam, adamw
+    optimizer: str = "sgd"           # sgd (with momentum), adam, adamw or rmsprop
     weight_decay: float = 0.0001     # adamw's decoupled weight decay rate
     epochs: float = 0.0              # passes over the training images; > 0 replaces steps (steps = ceil(epochs * images / batch_size))
+    lr_schedule: str = "cosine"      # cosine (to 0 at steps), exponential, stepwise or constant
+    lr_decay_steps: int = 0          # exponential: steps per decay by lr_decay_rate
+    lr_decay_rate: float = 0.1       # exponential: factor per lr_decay_steps
+    lr_staircase: bool = False       # exponential: decay in steps, not continuously
+    lr_boundaries: tuple = ()        # stepwise: steps where the rate changes (increasing)
+    lr_values: tuple = ()            # stepwise: rates, one more than lr_boundaries
+    focal_loss_alpha: float = 0.25   # class loss: focal-loss weight of positives
+    focal_loss_gamma: float = 1.5    # class loss: focal-loss focusing exponent
 
 
 @dataclass(frozen=True)
@@ -131,10 +140,12 @@ _CHOICES = {
     "model.decoder": ("fpn", "identity"),
     "model.nms_version": ("batched", "v1", "v2", "v3"),
     "model.anchor_fit": ("auto", "off"),
+    "model.architecture": ("retinanet", "faster_rcnn"),
     "train.fine_tune_checkpoint_type": ("backbone", "detector", "full"),
     "runtime.strategy": ("auto", "one_device", "mirrored", "multi_worker", "multi_worker_mirrored",
                          "tpu"),
-    "train.optimizer": ("sgd", "adam", "adamw"),
+    "train.optimizer": ("sgd", "adam", "adamw", "rmsprop"),
+    "train.lr_schedule": ("cosine", "exponential", "stepwise", "constant"),
     "data.aug_type": ("none", "autoaug", "randaug"),
     "eval.best_metric": ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs",
                          "ARm", "ARl"),
@@ -271,6 +282,12 @@ def check_training(cfg: PipelineConfig, where: str) -> PipelineConfig:
                           "train.steps).")
     if t.weight_decay < 0:
         raise ConfigError(f"{where}: train.weight_decay = {t.weight_decay} must be >= 0.")
+    if t.lr_schedule == "stepwise" and len(t.lr_values) != len(t.lr_boundaries) + 1:
+        raise ConfigError(f"{where}: train.lr_schedule = stepwise needs one more train.lr_values "
+                          f"({len(t.lr_values)}) than train.lr_boundaries ({len(t.lr_boundaries)}).")
+    if t.lr_schedule == "exponential" and t.lr_decay_steps < 1:
+        raise ConfigError(f"{where}: train.lr_schedule = exponential needs train.lr_decay_steps "
+                          ">= 1.")
     return cfg
 
 
@@ -339,13 +356,19 @@ def load(path: str | os.PathLike | None = None, extra=(), overrides=()) -> Pipel
     """Load a pipeline config with its layers applied, in order.
 
     Args:
-      path: base YAML (e.g. ``configs/retinanet_mobilenetv2_fpn_256.yaml``) or None for defaults.
+      path: base YAML (e.g. ``configs/retinanet_mobilenetv2_fpn_256.yaml``) or None for defaults;
+        an Object Detection API ``pipeline.config`` (recognised by content) is imported with
+        :func:`od.odapi.import_config` (its mapping table: ``od config import``).
       extra: more YAML files, each overriding the ones before.
       overrides: ``'section.key=value'`` strings, applied last; ``'model=<zoo name>'`` takes the
         zoo entry's architecture (its ``config``) and checkpoint.
     Raises:
       ConfigError: unreadable/invalid YAML, unknown keys, wrong types, impossible values.
     """
+    from od import odapi
+
+    if path and odapi.is_pipeline_config(path):  # an Object Detection API pipeline.config
+        return odapi.import_config(path, extra=extra, overrides=overrides).cfg
     cfg = PipelineConfig()
     for p in ([path] if path else []) + list(extra):
         cfg = _merge(cfg, _read_yaml(Path(p)), str(p))
@@ -446,6 +469,23 @@ def _backbone(m: ModelConfig):
         model_id=str(m.backbone_id), min_level=m.min_level, max_level=m.max_level))
 
 
+def _lr_schedule_choice(optimizer: dict, t: TrainConfig) -> dict:
+    """Swap the cosine default of ``optimizer`` (a Model Garden OptimizationConfig dict) for
+    ``train.lr_schedule`` (warm-up is kept)."""
+    lr = t.learning_rate
+    schedule = {
+        "cosine": None,
+        "constant": {"learning_rate": lr},
+        "exponential": {"initial_learning_rate": lr, "decay_steps": t.lr_decay_steps,
+                        "decay_rate": t.lr_decay_rate, "staircase": t.lr_staircase},
+        "stepwise": {"boundaries": [int(b) for b in t.lr_boundaries],
+                     "values": [float(v) for v in t.lr_values]},
+    }[t.lr_schedule]
+    if schedule is not None:
+        optimizer["learning_rate"] = {"type": t.lr_schedule, t.lr_schedule: schedule}
+    return optimizer
+
+
 def to_experiment(cfg: PipelineConfig):
     """Build the Model Garden ``ExperimentConfig`` (RetinaNet task) for a resolved config.
 
@@ -457,6 +497,9 @@ def to_experiment(cfg: PipelineConfig):
     from official.vision.configs import common, decoders
     from official.vision.configs import retinanet as rn
 
+    if cfg.model.architecture == "faster_rcnn":  # two-stage: od/fasterrcnn.py
+        from od import fasterrcnn
+        return fasterrcnn.to_experiment(cfg)
     m, d, t = cfg.model, cfg.data, cfg.train
     decoder = (decoders.Decoder(type="fpn", fpn=decoders.FPN(
         num_filters=m.fpn_filters, use_separable_conv=m.separable_conv))
@@ -481,7 +524,7 @@ def to_experiment(cfg: PipelineConfig):
                        aug_scale_max=d.scale_max,
                        aug_type=None if d.aug_type == "none" else common.Augmentation(
                            type=d.aug_type))
-    opt = {"sgd": {"momentum": t.momentum}, "adam": {},
+    opt = {"sgd": {"momentum": t.momentum}, "adam": {}, "rmsprop": {},
            "adamw": {"weight_decay_rate": t.weight_decay}}[t.optimizer]
     optimizer = {"optimizer": {"type": t.optimizer, t.optimizer: opt},
                  "learning_rate": {"type": "cosine", "cosine": {
@@ -491,6 +534,7 @@ def to_experiment(cfg: PipelineConfig):
                      "warmup_learning_rate": t.warmup_learning_rate}}}
     if t.clipnorm > 0:
         optimizer["optimizer"][t.optimizer]["global_clipnorm"] = t.clipnorm
+    optimizer = _lr_schedule_choice(optimizer, t)
     task = rn.RetinaNetTask(
         model=model,
         train_data=rn.DataConfig(input_path=d.train, is_training=True,
@@ -498,7 +542,8 @@ def to_experiment(cfg: PipelineConfig):
                                  shuffle_buffer_size=d.shuffle_buffer, seed=t.seed or None),
         validation_data=rn.DataConfig(input_path=d.val or d.train, is_training=False,
                                       global_batch_size=1, dtype=dtype),
-        losses=rn.Losses(l2_weight_decay=t.l2_weight_decay),
+        losses=rn.Losses(l2_weight_decay=t.l2_weight_decay, focal_loss_alpha=t.focal_loss_alpha,
+                         focal_loss_gamma=t.focal_loss_gamma),
         init_checkpoint=None if t.fine_tune_checkpoint in ("", "none") else t.fine_tune_checkpoint,
         init_checkpoint_modules=modules,
         use_coco_metrics=False,

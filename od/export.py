@@ -145,6 +145,8 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
     if bad:
         raise ExportError(f"unknown export format(s) {bad}; choose from {', '.join(FORMATS)}.")
     cfg, _ = load_run(model_dir)
+    from od import fasterrcnn
+    fasterrcnn.refuse_tflite(cfg, formats)
     ckpt = run_checkpoint(model_dir, checkpoint)
     model = build_model(cfg)
     module = detection_module(cfg, model, batch_size=None)

@@ -78,7 +78,8 @@ def inspect_checkpoint(prefix: str) -> CheckpointInfo:
     """Read a checkpoint's index: its top-level parts and its class-head size.
 
     The class head's last conv has ``num_classes * A`` outputs and the box head's ``4 * A``
-    (A anchors per location), so ``num_classes = 4 * classifier_bias / box_regressor_bias``.
+    (A anchors per location), so ``num_classes = 4 * classifier_bias / box_regressor_bias``;
+    a Faster R-CNN's ``detection_head`` classifier has ``num_classes`` outputs.
     Raises:
       CheckpointError: not a readable TensorFlow checkpoint.
     """
@@ -93,6 +94,10 @@ def inspect_checkpoint(prefix: str) -> CheckpointInfo:
     cls = [s for n, s in variables.items() if n.endswith("_classifier" + suffix)]
     box = [s for n, s in variables.items() if n.endswith("_box_regressor" + suffix)]
     num_classes = 4 * cls[0][0] // box[0][0] if cls and box and box[0][0] else None
+    two_stage = [s for n, s in variables.items()  # Faster R-CNN: one class score per class
+                 if n.startswith("detection_head/") and n.endswith("_classifier" + suffix)]
+    if two_stage:
+        modules, num_classes = modules | {"head"}, two_stage[0][0]
     lm = label_map_path(Path(prefix).parent)
     return CheckpointInfo(prefix, modules, num_classes, str(lm) if lm.is_file() else None)
 
@@ -131,6 +136,9 @@ def build_model(cfg: config_lib.PipelineConfig):
     from official.vision.modeling import factory
 
     params = config_lib.to_experiment(cfg)
+    if cfg.model.architecture == "faster_rcnn":
+        from od import fasterrcnn
+        return fasterrcnn.build_model(cfg, params)
     specs = tf_keras.layers.InputSpec(shape=[None, cfg.model.input_size, cfg.model.input_size, 3])
     return factory.build_retinanet(input_specs=specs, model_config=params.task.model)
 
@@ -158,6 +166,9 @@ def detection_module(cfg: config_lib.PipelineConfig, model=None, batch_size: int
 
     params = config_lib.to_experiment(cfg)
     size = cfg.model.input_size
+    if cfg.model.architecture == "faster_rcnn":
+        from od import fasterrcnn
+        return fasterrcnn.serving_module(params, model, batch_size, size)
     return detection.DetectionModule(params, batch_size=batch_size, input_image_size=[size, size],
                                      model=model)
 
