@@ -372,6 +372,18 @@ def load(path: str | os.PathLike | None = None, extra=(), overrides=()) -> Pipel
     cfg = PipelineConfig()
     for p in ([path] if path else []) + list(extra):
         cfg = _merge(cfg, _read_yaml(Path(p)), str(p))
+    return apply_overrides(cfg, overrides, str(path or "config"))
+
+
+def apply_overrides(cfg: PipelineConfig, overrides=(), where: str = "config") -> PipelineConfig:
+    """``cfg`` with ``'section.key=value'`` overrides applied in order, then checked.
+
+    ``'model=<zoo name>'`` takes the zoo entry's architecture and checkpoint. An override that
+    makes a valid config impossible is reported against that override; otherwise problems are
+    reported against ``where``. Used by :func:`load` and by ``fine_tune(PipelineConfig, ...)``.
+    Raises:
+      ConfigError: unknown keys, wrong types, impossible values. ZooError: unknown zoo name.
+    """
     valid = _passes(cfg)
     for text in overrides:
         key, value = parse_override(text)
@@ -381,7 +393,7 @@ def load(path: str | os.PathLike | None = None, extra=(), overrides=()) -> Pipel
         cfg = set_key(cfg, key, value, f"override {text!r}")
         if valid and not _passes(cfg):  # this override made a valid config impossible
             check(cfg, f"override {text!r}")
-    return check(cfg, str(path or "config"))
+    return check(cfg, where)
 
 
 def to_dict(cfg: PipelineConfig) -> dict:

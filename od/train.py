@@ -230,10 +230,8 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
     import official.vision.registry_imports  # noqa: F401  (Model Garden registers its tasks)
 
     model_dir = Path(model_dir)
-    if isinstance(config, config_lib.PipelineConfig):
-        cfg = config
-        for text in overrides:
-            cfg = config_lib.set_key(cfg, *config_lib.parse_override(text))
+    if isinstance(config, config_lib.PipelineConfig):  # checked like a loaded one
+        cfg = config_lib.apply_overrides(config, overrides, "the PipelineConfig given")
     else:
         cfg = config_lib.load(config, extra, overrides)
     cfg, lm = config_lib.resolve(cfg)

@@ -134,3 +134,15 @@ def test_fine_tune_checkpoint_from_a_file_url_tarball(tmp_path, monkeypatch):
     monkeypatch.setenv("OD_CACHE_DIR", str(tmp_path / "cache"))
     prefix = checkpoints.resolve(tar.as_uri())
     assert prefix.endswith("mobilenet_v2_1.0_imagenet") and str(tmp_path / "cache") in prefix
+
+
+def test_fine_tune_pipelineconfig_path_checks_and_takes_zoo_model():
+    """fine_tune(PipelineConfig, overrides) applies overrides like load() (model=<zoo name>
+    included) and checks the result (issue 10)."""
+    from od import config
+    base = config.load(CONFIGS / "retinanet_mobilenetv2_fpn_256.yaml")
+    cfg = config.apply_overrides(base, ["model=retinanet_mobilenetv2_coco", "train.steps=7"])
+    assert cfg.train.fine_tune_checkpoint == "retinanet_mobilenetv2_coco"
+    assert cfg.train.fine_tune_checkpoint_type == "detector" and cfg.train.steps == 7
+    with pytest.raises(ConfigError, match="train.steps=-5"):
+        config.apply_overrides(base, ["train.steps=-5"])
