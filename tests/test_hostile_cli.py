@@ -285,6 +285,22 @@ def _group_alive(pgid: int) -> list[int]:
     return alive
 
 
+def test_ctrl_c_removes_the_temp_and_exits_130(monkeypatch, tmp_path, capsys):
+    from od import atomic
+
+    def interrupted(a):
+        with atomic.atomic_path(tmp_path / "OUT") as tmp:
+            tmp.mkdir()
+            (tmp / "half.bin").write_bytes(b"x" * 100)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_zoo_list", interrupted)
+    assert cli.main(["zoo", "list"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_killed_export_loses_nothing_and_reruns_clean(world, tmp_path, sig):
     run = world["run"]
