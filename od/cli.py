@@ -403,6 +403,8 @@ def _zoo_select(a) -> None:
 def _zoo_download(a) -> None:
     from od.checkpoints import prefix_in
     from od.download import download
+    from od.outputs import prepare_folder
+    prepare_folder(a.cache_dir, "--cache-dir")
     path = download(a.name, cache_dir=a.cache_dir, sha256=a.sha256, progress=not a.no_progress)
     print(path)
     print(f"checkpoint: {prefix_in(path)}", file=sys.stderr)
@@ -410,6 +412,8 @@ def _zoo_download(a) -> None:
 
 def _zoo_benchmark(a) -> None:
     from od import zoo_bench
+    from od.outputs import prepare_file
+    prepare_file(a.out)
     records = zoo_bench.benchmark(a.names or None, repeats=a.repeats, input_size=a.input_size)
     print(f"wrote {zoo_bench.write_speeds(records, a.out)}")
 

@@ -149,10 +149,10 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
       OdError: no images found; ExportError: not an export; OutputError: ``out`` is, holds or
         lies inside the images or the model folder (od.outputs.prepare_out).
     """
-    from od import outputs
     from PIL import Image
     from tqdm import tqdm
 
+    from od import outputs
     from od.data.records import ImageAnnotation, ObjectBox
     from od import tiling
     from od.data.voc import to_xml

@@ -147,6 +147,39 @@ def prepare_out(out: str | os.PathLike, *, inputs=(), command: str, overwrite: b
     return given
 
 
+def prepare_file(path: str | os.PathLike | None, what: str = "--out") -> None:
+    """Check that a single output file (e.g. the zoo speed JSON) can be written at ``path``.
+
+    Raises:
+      OutputError: ``path`` is a folder, lies under a file, or its folder is not writable.
+    """
+    if path is None:
+        return
+    real = _resolve(path)
+    if real.is_dir():
+        raise OutputError(f"{what} {path} is a folder; give a file path (e.g. speeds.json).")
+    parent = next((p for p in real.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputError(f"{what} {path}: {parent} is a file, so {path} cannot be written; give "
+                          "another path.")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {path}: {parent} is not writable; give another path.")
+
+
+def prepare_folder(path: str | os.PathLike | None, what: str) -> None:
+    """Check that ``path`` (a cache or work folder od creates and fills) is not a file and can be
+    created. Raises OutputError naming ``what`` and ``path``."""
+    if path is None:
+        return
+    real = _resolve(path)
+    if real.exists() and not real.is_dir():
+        raise OutputError(f"{what} {path} is an existing file, not a folder; give a folder path.")
+    parent = next((p for p in real.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputError(f"{what} {path}: {parent} is a file, so the folder cannot be created; "
+                          "give another path.")
+
+
 def command_for(folder: str | os.PathLike) -> str | None:
     """The command that ``prepare_out`` cleared to write ``folder`` in this process, if any."""
     return _COMMANDS.get(_resolve(folder))

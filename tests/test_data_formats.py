@@ -196,11 +196,16 @@ def test_od_api_test_record_reads_back_box_for_box():
         assert all(abs(a - b) < 1e-3 for a, b in zip(g[3:], e[3:]))
 
 
+def beside(folder: Path, name: str = "out") -> Path:
+    """A folder next to ``folder``: an output may not lie inside its input (od.outputs)."""
+    return folder.with_name(f"{folder.name}-{name}")
+
+
 def test_tfrecord_corrupt_record_is_named(tmp_path):
     make_image(tmp_path / "a.jpg")
     write_voc(tmp_path, "a.jpg", objects=[("cat", 64, 64, 192, 192, 0, 0)])
-    convert(tmp_path, tmp_path / "out", split="1,0,0", workers=1)
-    shard = next((tmp_path / "out").glob("train-*.tfrecord"))
+    convert(tmp_path, beside(tmp_path), split="1,0,0", workers=1)
+    shard = next(beside(tmp_path).glob("train-*.tfrecord"))
     data = bytearray(shard.read_bytes())
     data[40] ^= 0xFF
     shard.write_bytes(bytes(data))
@@ -212,8 +217,8 @@ def test_written_records_decode_in_tensorflow(tmp_path):
     tf = pytest.importorskip("tensorflow")
     make_image(tmp_path / "a.jpg")
     write_voc(tmp_path, "a.jpg", objects=[("cat", 64, 64, 192, 192, 0, 0)])
-    convert(tmp_path, tmp_path / "out", split="1,0,0", workers=1)
-    shard = next((tmp_path / "out").glob("train-*.tfrecord"))
+    convert(tmp_path, beside(tmp_path), split="1,0,0", workers=1)
+    shard = next(beside(tmp_path).glob("train-*.tfrecord"))
     raw = next(iter(tf.data.TFRecordDataset(str(shard))))
     ex = tf.train.Example.FromString(raw.numpy()).features.feature
     assert list(ex["image/object/bbox/xmin"].float_list.value) == [0.25]

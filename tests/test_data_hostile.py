@@ -9,7 +9,7 @@ from od.data import automl, coco, voc
 from od.data import csv as csv_fmt
 from od.data.convert import convert
 from od.errors import AnnotationError, UnsafePathError
-from test_data_formats import make_image, write_voc
+from test_data_formats import beside, make_image, write_voc
 
 XXE = '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
 LAUGHS = ('<?xml version="1.0"?><!DOCTYPE a [<!ENTITY l "lol">'
@@ -96,7 +96,7 @@ def test_bomb_in_a_dataset_is_reported_by_name(tmp_path, monkeypatch):
     make_image(tmp_path / "big.png", (300, 300), fmt="PNG")
     write_voc(tmp_path, "big.png", 300, 300, objects=[("cat", 1, 1, 9, 9, 0, 0)])
     monkeypatch.setattr(images, "MAX_PIXELS", 200 * 200)
-    s = convert(tmp_path, tmp_path / "out", split="1,0,0", workers=1, skip_invalid=True)
+    s = convert(tmp_path, beside(tmp_path), split="1,0,0", workers=1, skip_invalid=True)
     assert s.skipped[0]["reason"] == "undecodable_image"
     assert "big.png" in s.skipped[0]["message"] and "decompression bomb" in s.skipped[0]["message"]
 

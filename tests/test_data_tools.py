@@ -13,8 +13,8 @@ from od.data import balance, duplicates, split, tfrecord
 from od.data.convert import convert
 from od.data.inspect import PLOTS, inspect
 from od.data.records import ImageAnnotation, ObjectBox
-from test_data_formats import (CHESS, RACCOON, make_image, needs_chess, needs_raccoon,
-                               write_voc)
+from test_data_formats import (CHESS, RACCOON, beside, make_image, needs_chess,
+                               needs_raccoon, write_voc)
 
 
 def rec(name: str, *labels: str, split_=None) -> ImageAnnotation:
@@ -42,10 +42,10 @@ def test_convert_reports_byte_duplicates_and_removes_with_dedupe(tmp_path):
         write_voc(tmp_path, f"{n}.jpg", objects=[("cat", 1, 1, 9, 9, 0, 0)])
     make_image(tmp_path / "c.jpg", color=(1, 200, 3))
     write_voc(tmp_path, "c.jpg")
-    s = convert(tmp_path, tmp_path / "o1", split="1,0,0", workers=1)
+    s = convert(tmp_path, beside(tmp_path, "o1"), split="1,0,0", workers=1)
     assert s.duplicates["method"] == "bytes" and s.duplicates["duplicate_images"] == 1
     assert sum(s.images.values()) == 3
-    s = convert(tmp_path, tmp_path / "o2", split="1,0,0", workers=1, dedupe=True)
+    s = convert(tmp_path, beside(tmp_path, "o2"), split="1,0,0", workers=1, dedupe=True)
     assert s.duplicates["method"] == "pixels" and s.duplicates["removed"] == 1
     assert sum(s.images.values()) == 2
 
@@ -131,7 +131,7 @@ def test_cli_convert_and_inspect(tmp_path, capsys):
 
 def test_cli_error_is_one_clear_line(tmp_path, capsys):
     assert main(["data", "convert", "--annotations", str(tmp_path), "--out",
-                 str(tmp_path / "o")]) == 2
+                 str(beside(tmp_path))]) == 2
     assert "no .xml files" in capsys.readouterr().err
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 from od.data import images
 from od.data.convert import InvalidDataError, convert
 from od.errors import ImageError
-from test_data_formats import make_image, write_voc
+from test_data_formats import beside, make_image, write_voc
 
 
 def _convert(src, out, **kw):
@@ -28,9 +28,9 @@ def test_image_without_boxes_is_kept_and_counted(tmp_path):
     make_image(tmp_path / "n.jpg")
     write_voc(tmp_path, "a.jpg", objects=[("cat", 64, 64, 192, 192, 0, 0)])
     write_voc(tmp_path, "n.jpg")
-    s = _convert(tmp_path, tmp_path / "out")
+    s = _convert(tmp_path, beside(tmp_path))
     assert s.images == {"train": 2} and s.negatives == 1
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["negative_images"] == 1
+    assert json.loads((beside(tmp_path) / "summary.json").read_text())["negative_images"] == 1
 
 
 def test_unknown_class_names_the_file_and_the_class(tmp_path):
@@ -38,9 +38,9 @@ def test_unknown_class_names_the_file_and_the_class(tmp_path):
     xml = write_voc(tmp_path, "a.jpg", objects=[("zebra", 64, 64, 192, 192, 0, 0)])
     (tmp_path / "lm.pbtxt").write_text("item { id: 1 name: 'cat' }\n")
     with pytest.raises(InvalidDataError) as e:
-        _convert(tmp_path, tmp_path / "out", label_map=tmp_path / "lm.pbtxt")
+        _convert(tmp_path, beside(tmp_path), label_map=tmp_path / "lm.pbtxt")
     assert str(xml) in str(e.value) and "'zebra'" in str(e.value)
-    assert not (tmp_path / "out").exists()  # nothing half-written
+    assert not (beside(tmp_path)).exists()  # nothing half-written
 
 
 @pytest.mark.parametrize("case,reason", [
@@ -61,27 +61,27 @@ def test_each_problem_has_a_named_reason(tmp_path, case, reason):
     kw = {"label_map": tmp_path / "lm.pbtxt"} if case == "unknown" else {}
     (tmp_path / "lm.pbtxt").write_text("item { id: 1 name: 'cat' }\n")
     with pytest.raises(InvalidDataError, match="bad"):
-        _convert(tmp_path, tmp_path / "out", **kw)
-    s = _convert(tmp_path, tmp_path / "out", skip_invalid=True, **kw)
+        _convert(tmp_path, beside(tmp_path), **kw)
+    s = _convert(tmp_path, beside(tmp_path), skip_invalid=True, **kw)
     assert s.images == {"train": 1}
-    assert _reasons(tmp_path / "out") == {reason: 1}
+    assert _reasons(beside(tmp_path)) == {reason: 1}
 
 
 def test_clip_boxes_is_the_users_choice(tmp_path):
     make_image(tmp_path / "a.jpg")
     write_voc(tmp_path, "a.jpg", objects=[("cat", -64, 64, 192, 300, 0, 0),
                                           ("cat", 300, 10, 400, 20, 0, 0)])
-    s = _convert(tmp_path, tmp_path / "out", box_policy="clip")
+    s = _convert(tmp_path, beside(tmp_path), box_policy="clip")
     assert s.fixes["clipped_boxes"] == 1 and s.fixes["dropped_boxes"] == 1
     from od.data.tfrecord import read
-    (ex,) = read(tmp_path / "out")
+    (ex,) = read(beside(tmp_path))
     assert ex.record.boxes[0].yxyx == (0.25, 0.0, 1.0, 0.75)
 
 
 def test_one_pixel_overshoot_is_tolerated(tmp_path):
     make_image(tmp_path / "a.jpg")
     write_voc(tmp_path, "a.jpg", objects=[("cat", 0, 0, 257, 256, 0, 0)])
-    s = _convert(tmp_path, tmp_path / "out")
+    s = _convert(tmp_path, beside(tmp_path))
     assert s.images == {"train": 1}
 
 
@@ -100,7 +100,7 @@ def test_grayscale_jpeg_is_kept_byte_for_byte(tmp_path):
 def test_grayscale_jpeg_converts(tmp_path):
     make_image(tmp_path / "g.jpg", mode="L")
     write_voc(tmp_path, "g.jpg", objects=[("cat", 64, 64, 192, 192, 0, 0)])
-    s = _convert(tmp_path, tmp_path / "out")
+    s = _convert(tmp_path, beside(tmp_path))
     assert s.images == {"train": 1}
 
 
@@ -147,7 +147,7 @@ def test_truncated_jpeg_is_reported_by_name(tmp_path):
         images.encode_for_training(p)
     write_voc(tmp_path, "cut.jpg", 200, 200, [("cat", 1, 1, 9, 9, 0, 0)])
     with pytest.raises(InvalidDataError, match="cut.jpg"):
-        _convert(tmp_path, tmp_path / "out")
+        _convert(tmp_path, beside(tmp_path))
 
 
 def test_corrupt_inside_jpeg_found_with_full_verify(tmp_path):

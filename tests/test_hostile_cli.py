@@ -127,6 +127,14 @@ CASES = [
     ("config-missing-file", ["config", "show", "--config", "{w}/nope.yaml"], "nope.yaml"),
     ("zoo-unknown-name", ["zoo", "download", "no-such-model-xyz", "--cache-dir", "{w}/cache"],
      "no-such-model-xyz"),
+    ("zoo-cache-dir-is-a-file", ["zoo", "download", "anything", "--cache-dir", "{file}"],
+     "--cache-dir"),
+    ("zoo-benchmark-out-is-a-folder", ["zoo", "benchmark", "x", "--out", "{users}"],
+     "is a folder"),
+    ("train-override-after-option-bad-value",
+     ["train", "--config", str(ROOT / "configs" / "quickstart_shapes_128.yaml"), "--model-dir",
+      "{w}/t1", "--no-progress", "data.train={data}", "train.steps=lots"], "lots"),
+    ("detect-out-users-folder", _detect("{users}"), "--overwrite"),
     ("zoo-select-impossible", ["zoo", "select", "--min-ap", "99"], "99"),
     ("unknown-option", ["export", "--model-dir", "{run}", "--out", "{w}/e5", "--bogus"],
      "--bogus"),
@@ -277,6 +285,22 @@ def _group_alive(pgid: int) -> list[int]:
     return alive
 
 
+def test_ctrl_c_removes_the_temp_and_exits_130(monkeypatch, tmp_path, capsys):
+    from od import atomic
+
+    def interrupted(a):
+        with atomic.atomic_path(tmp_path / "OUT") as tmp:
+            tmp.mkdir()
+            (tmp / "half.bin").write_bytes(b"x" * 100)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_zoo_list", interrupted)
+    assert cli.main(["zoo", "list"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 def test_killed_export_loses_nothing_and_reruns_clean(world, tmp_path, sig):
     run = world["run"]
