@@ -30,7 +30,7 @@ from od.errors import AnnotationError, ExportError, LabelMapError, OdError
 
 DATA_FORMATS = ("tfrecord", "voc", "coco", "csv", "automl")
 MODEL_FORMATS = ("saved_model", "frozen_graph", "tflite", "tflite_fp16", "tflite_int8")
-FROZEN_GRAPH = "frozen_inference_graph.pb"
+FROZEN_GRAPH = layout.FROZEN_GRAPH_FILE
 _MAX_LISTED = 20
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from od import atomic
+from od import layout
 from od import tflite
 from od.detections import Detections
 from od.errors import ExportError
@@ -148,16 +149,18 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
     from od import fasterrcnn
     fasterrcnn.refuse_tflite(cfg, formats)
     ckpt = run_checkpoint(model_dir, checkpoint)
-    model = build_model(cfg)
-    module = detection_module(cfg, model, batch_size=None)
+    from od.config import to_experiment
+    params = to_experiment(cfg)  # built once for the SavedModel, frozen graph and TFLite files
+    model = build_model(cfg, params)
+    module = detection_module(cfg, model, batch_size=None, params=params)
     image = _sample_image(cfg)
     checks = []
     with atomic.atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        export_base.export(module, dict(SIGNATURES), str(tmp / "saved_model"),
+        export_base.export(module, dict(SIGNATURES), str(tmp / layout.SAVED_MODEL_DIR),
                            checkpoint_path=ckpt, timestamped=False)
         ref = {k: v.numpy() for k, v in module.serve(tf.constant(image[None])).items()}
-        loaded = tf.saved_model.load(str(tmp / "saved_model"))
+        loaded = tf.saved_model.load(str(tmp / layout.SAVED_MODEL_DIR))
         got = loaded.signatures["serving_default"](tf.constant(image[None]))
         checks.append(_compare("saved_model", ref, {k: v.numpy() for k, v in got.items()}))
         encoded = tf.io.encode_png(image)
@@ -165,14 +168,15 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
         checks.append(_compare("saved_model:serving_bytes", ref,
                                {k: v.numpy() for k, v in got.items()}))
         if "frozen_graph" in formats:
-            _frozen_graph(module, tmp / "frozen_inference_graph.pb")
+            _frozen_graph(module, tmp / layout.FROZEN_GRAPH_FILE)
             checks.append(_compare("frozen_graph", ref,
-                                   run_frozen_graph(tmp / "frozen_inference_graph.pb", image)))
+                                   run_frozen_graph(tmp / layout.FROZEN_GRAPH_FILE, image)))
         ref_det = Detections.from_outputs(ref, image.shape[1], image.shape[0])
-        for fmt, path in tflite.write(cfg, ckpt, tmp, formats, calibration_images).items():
+        for fmt, path in tflite.write(cfg, ckpt, tmp, formats, calibration_images,
+                                      params=params).items():
             checks.append(tflite.check(fmt, path, image, ref_det, cfg.model.nms_iou_threshold))
-        shutil.copy(Path(model_dir) / "label_map.pbtxt", tmp / "label_map.pbtxt")
-        shutil.copy(Path(model_dir) / "pipeline.yaml", tmp / "pipeline.yaml")
+        for name in (layout.LABEL_MAP_FILE, layout.PIPELINE_FILE):
+            shutil.copy(Path(model_dir) / name, tmp / name)
         report = {"checkpoint": ckpt, "image_shape": list(image.shape), "checks": checks}
         failed = [c for c in checks if not c["ok"]]
         if failed:

@@ -12,7 +12,7 @@ A run folder (``od train --model-dir RUN``)::
 
 An export folder (``od export --out EXPORT``)::
 
-    EXPORT/saved_model/        SavedModel (SAVED_MODEL_DIR), EXPORT/frozen_graph.pb,
+    EXPORT/saved_model/        SavedModel (SAVED_MODEL_DIR), EXPORT/frozen_inference_graph.pb,
     EXPORT/model*.tflite       TFLite files (od.tflite.FILES), EXPORT/label_map.pbtxt
 
 Every module that reads or writes these names takes them from here.
@@ -30,7 +30,7 @@ BEST_DIR = "best"
 SCHEDULE_FILE = "schedule.json"
 EVAL_DIR = "eval"
 SAVED_MODEL_DIR = "saved_model"
-FROZEN_GRAPH_FILE = "frozen_graph.pb"
+FROZEN_GRAPH_FILE = "frozen_inference_graph.pb"  # the OD API's name
 
 
 def label_map_path(folder: str | os.PathLike) -> Path:

@@ -130,12 +130,14 @@ def check_head(info: CheckpointInfo, label_map, label_map_path, fix: str) -> Non
                 f"that checkpoint {info.prefix} was trained with ({'; '.join(diff[:5])}). {fix}")
 
 
-def build_model(cfg: config_lib.PipelineConfig):
-    """Build the (untrained) Keras RetinaNet for a resolved config, input [None, S, S, 3]."""
+def build_model(cfg: config_lib.PipelineConfig, params=None):
+    """Build the (untrained) Keras detector for a resolved config, input [None, S, S, 3].
+    ``params``: the Model Garden ExperimentConfig of ``cfg`` when the caller has built it
+    (a command builds it once and passes it on), else built here."""
     import tf_keras
     from official.vision.modeling import factory
 
-    params = config_lib.to_experiment(cfg)
+    params = params or config_lib.to_experiment(cfg)
     if cfg.model.architecture == "faster_rcnn":
         from od import fasterrcnn
         return fasterrcnn.build_model(cfg, params)
@@ -155,16 +157,18 @@ def restore(model, checkpoint: str) -> None:
                               "the run folder trained with another config?") from None
 
 
-def detection_module(cfg: config_lib.PipelineConfig, model=None, batch_size: int | None = None):
+def detection_module(cfg: config_lib.PipelineConfig, model=None, batch_size: int | None = None,
+                     params=None):
     """Model Garden's serving ``DetectionModule`` around ``model`` (built if None).
 
     Its ``serve(images)`` takes uint8 ``[N, H, W, 3]`` of any H, W and returns ``detection_boxes``
     float32 [N, K, 4] (ymin, xmin, ymax, xmax normalised to the input image), ``detection_scores``
     [N, K], ``detection_classes`` int [N, K] (label-map ids), ``num_detections`` int [N].
+    ``params``: as in :func:`build_model`.
     """
     from official.vision.serving import detection
 
-    params = config_lib.to_experiment(cfg)
+    params = params or config_lib.to_experiment(cfg)
     size = cfg.model.input_size
     if cfg.model.architecture == "faster_rcnn":
         from od import fasterrcnn

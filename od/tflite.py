@@ -173,13 +173,16 @@ class _CalibrationTask:
             tf.TensorSpec([1, self._size, self._size, 3], tf.float32), tf.TensorSpec([], tf.int32)))
 
 
-def tflite_experiment(cfg):
-    """The run's Model Garden ExperimentConfig with TFLite post-processing (module doc)."""
+def tflite_experiment(cfg, params=None):
+    """The run's Model Garden ExperimentConfig with TFLite post-processing (module doc): a copy of
+    ``params`` (the command's ExperimentConfig of ``cfg``) when given, else built here."""
+    import copy
+
     from official.vision.configs import common
 
     from od.config import to_experiment
 
-    params = to_experiment(cfg)
+    params = copy.deepcopy(params) if params is not None else to_experiment(cfg)
     m = cfg.model
     gen = params.task.model.detection_generator
     gen.nms_version = "tflite"
@@ -192,7 +195,7 @@ def tflite_experiment(cfg):
 
 
 def write(cfg, checkpoint: str, folder: str | os.PathLike, formats,
-          calibration_images: int = CALIBRATION_IMAGES) -> dict[str, Path]:
+          calibration_images: int = CALIBRATION_IMAGES, params=None) -> dict[str, Path]:
     """Write ``FILES[f]`` into ``folder`` for each TFLite format ``f`` in ``formats``.
 
     Args:
@@ -214,7 +217,7 @@ def write(cfg, checkpoint: str, folder: str | os.PathLike, formats,
         return {}
     size = cfg.model.input_size
     files = calibration_files(cfg) if "tflite_int8" in formats else []
-    params = tflite_experiment(cfg)
+    params = tflite_experiment(cfg, params)
     module = detection.DetectionModule(params, batch_size=1, input_image_size=[size, size],
                                        input_type="tflite")
     restore(module.model, checkpoint)
