@@ -192,11 +192,26 @@ def _check_init_checkpoint(ckpt: str, cfg: config_lib.PipelineConfig, lm) -> Non
                              "FPN and makes a new head for your label map.")
 
 
-def _is_restore_error(e: Exception) -> bool:
-    text = str(e)
-    return isinstance(e, AssertionError) or any(
-        s in text for s in ("incompatible tensor", "Unresolved object", "when attempting to "
-                            "restore", "checkpoint"))
+def _typed_restore(initialize, ckpt: str, cfg: config_lib.PipelineConfig):
+    """Wrap the trainer's ``initialize``, which is where Model Garden restores
+    ``init_checkpoint`` (the checkpoint manager's ``init_fn``, run once on a fresh run), so that
+    a checkpoint that does not fit the model is a CheckpointError. Only that call is wrapped:
+    no other error is reinterpreted, and nothing depends on a message's text."""
+    import tensorflow as tf
+
+    def wrapped(*args, **kwargs):
+        try:
+            return initialize(*args, **kwargs)
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            kind = cfg.train.fine_tune_checkpoint_type
+            parts = ", ".join(config_lib.FINE_TUNE_PARTS[kind])
+            raise CheckpointError(
+                f"train.fine_tune_checkpoint {ckpt!r}: its {parts} do not fit this model "
+                f"({cfg.model.backbone} {cfg.model.backbone_id}, {cfg.model.decoder} decoder): "
+                f"{str(e)[:300]}. Use a checkpoint of the same architecture (the model.* "
+                "settings it was trained with), or restore less "
+                "(train.fine_tune_checkpoint_type=backbone).") from None
+    return wrapped
 
 
 def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), overrides=(),
@@ -279,6 +294,8 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
     with strategy.scope():
         task = task_factory.get_task(params.task, logging_dir=str(model_dir))
         trainer = train_utils.create_trainer(params, task, train=True, evaluate=False)
+    if ckpt:
+        trainer.initialize = _typed_restore(trainer.initialize, ckpt, cfg)
     hooks: list = []  # od's actions, made once the controller has restored the checkpoint
     runner = train_lib.OrbitExperimentRunner(
         distribution_strategy=strategy, task=task, mode="train", params=params,
@@ -301,17 +318,6 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
         stop = e
         runner.checkpoint_manager.save(checkpoint_number=int(trainer.global_step.numpy()),
                                        check_interval=False)
-    except (AssertionError, ValueError) as e:  # Model Garden restores the init checkpoint
-        if not (ckpt and _is_restore_error(e)):
-            raise
-        kind = cfg.train.fine_tune_checkpoint_type
-        parts = ", ".join(config_lib.FINE_TUNE_PARTS[kind])
-        raise CheckpointError(f"train.fine_tune_checkpoint {ckpt!r}: its {parts} do not fit "
-                              f"this model ({cfg.model.backbone} {cfg.model.backbone_id}, "
-                              f"{cfg.model.decoder} decoder): {str(e)[:300]}. Use a checkpoint "
-                              "of the same architecture (the model.* settings it was trained "
-                              "with), or restore less (train.fine_tune_checkpoint_type=backbone)."
-                              ) from None
     finally:
         bar.bar.close()
         tf_keras.mixed_precision.set_global_policy(policy)

@@ -242,3 +242,18 @@ def test_train_model_equals_zoo_detector_fine_tunes_from_its_checkpoint(trained,
         np.testing.assert_array_equal(before[n], after[n], err_msg=n)
     assert model_lib.inspect_checkpoint(layout.latest_checkpoint(tmp_path / "z")
                                         ).num_classes == 4
+
+
+@pytest.mark.slow
+def test_checkpoint_of_another_architecture_is_a_checkpoint_error(trained, tmp_path):
+    """Model Garden restores fine_tune_checkpoint in the trainer's initialize(); a checkpoint of
+    another FPN width fails there and is reported as a CheckpointError naming the checkpoint
+    (typed where it is raised, not recognised by message text)."""
+    root, _ = trained
+    source = layout.latest_checkpoint(root / "run")
+    wider = [o for o in TINY if not o.startswith("model.fpn_filters=")] + ["model.fpn_filters=24"]
+    with pytest.raises(CheckpointError, match="do not fit this model"):
+        train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", tmp_path / "w", progress=False,
+                        overrides=[f"data.train={root / 'data'}", *wider,
+                                   f"train.fine_tune_checkpoint={source}",
+                                   "train.fine_tune_checkpoint_type=detector"])
