@@ -114,6 +114,15 @@ def _print_anchor_report(r: dict) -> None:
 
 
 # ---- od train / evaluate / export / detect / quickstart / config ----------------------------
+def _add_output_options(parser, log: str) -> None:
+    """--overwrite, --checkpoint and --verbose, shared by evaluate, export and detect."""
+    parser.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+    parser.add_argument("--checkpoint", help="best, latest or a checkpoint path (default: best "
+                        "when RUN/best/ exists, else latest)")
+    parser.add_argument("--verbose", action="store_true",
+                        help=f"show TensorFlow logs (always in {log})")
+
+
 def _add_model_commands(sub) -> None:
     t = sub.add_parser("train", help="fine-tune a detector (resumes if RUN has checkpoints)")
     t.add_argument("--config", action="append", default=[],
@@ -158,11 +167,7 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--out", help="output folder (default RUN/eval, EXPORT/eval[_FORMAT]; "
                                  "required with --compare)")
     e.add_argument("--max-images", type=int, default=0)
-    e.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
-    e.add_argument("--checkpoint", help="best, latest or a checkpoint path (default: best when "
-                   "RUN/best/ exists, else latest)")
-    e.add_argument("--verbose", action="store_true",
-                   help="show TensorFlow logs (always in RUN/evaluate.log)")
+    _add_output_options(e, "RUN/evaluate.log")
     e.set_defaults(func=_evaluate)
 
     x = sub.add_parser("export", help="SavedModel (+ frozen graph, TFLite) from a run, checked")
@@ -173,18 +178,12 @@ def _add_model_commands(sub) -> None:
                    "tflite_int8")
     x.add_argument("--calibration-images", type=int, default=100,
                    help="training/val images that calibrate tflite_int8")
-    x.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
-    x.add_argument("--checkpoint", help="best, latest or a checkpoint path (default: best when "
-                   "RUN/best/ exists, else latest)")
-    x.add_argument("--verbose", action="store_true",
-                   help="show TensorFlow logs (always in RUN/export.log)")
+    _add_output_options(x, "RUN/export.log")
     x.set_defaults(func=_export)
 
     d = sub.add_parser("detect", help="detect objects in a folder of images")
     d.add_argument("--model", required=True, help="export folder of `od export` (or a run "
                    "folder of `od train`, with --checkpoint)")
-    d.add_argument("--checkpoint", help="with a run folder: best, latest or a checkpoint path "
-                   "(default: best when RUN/best/ exists, else latest)")
     d.add_argument("--images", required=True, help="folder of images (or one image)")
     d.add_argument("--out", required=True)
     d.add_argument("--min-score", type=float, default=0.5)
@@ -192,13 +191,11 @@ def _add_model_commands(sub) -> None:
     d.add_argument("--crops", action="store_true", help="also write one crop per box")
     d.add_argument("--format", default="saved_model",
                    help="saved_model, or tflite / tflite_fp16 / tflite_int8 of the export folder")
-    d.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
     d.add_argument("--tile", type=int, default=0, metavar="N",
                    help="also detect on overlapping N-px tiles, merged by NMS (small objects in "
                         "large photos; e.g. N = the model's input size)")
     d.add_argument("--tile-overlap", type=float, default=0.2, help="tile overlap fraction")
-    d.add_argument("--verbose", action="store_true",
-                   help="show TensorFlow logs (always in OUT/od.log)")
+    _add_output_options(d, "OUT/od.log")
     d.set_defaults(func=_detect)
 
     q = sub.add_parser("quickstart", help="run every stage on a generated dataset (no download)")

@@ -316,6 +316,9 @@ def load_model(model: str | os.PathLike, format: str | None = None, label_map=No
     if format is not None and format not in MODEL_FORMATS:
         raise ExportError(f"unknown model format {format!r}; choose {', '.join(MODEL_FORMATS)}.")
     if p.is_file():
+        if p.suffix.lower() not in (".tflite", ".pb"):
+            raise ExportError(f"{p} is a file, not a model: give a run folder (od train), an "
+                              "export folder (od export) or a .tflite / frozen .pb file.")
         fmt = format or ("frozen_graph" if p.suffix == ".pb" else "tflite")
         lm = _labels(p.parent, label_map, str(p))
         predict = FrozenGraphModel(p) if fmt == "frozen_graph" else _tflite(p)

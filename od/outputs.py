@@ -92,6 +92,18 @@ def output_of(folder: str | os.PathLike) -> str | None:
     return None
 
 
+def _check_folder_path(real: Path, label: str) -> Path | None:
+    """Raise OutputError when ``real`` is a file or lies under one; return its nearest existing
+    parent (None if none)."""
+    if real.exists() and not real.is_dir():
+        raise OutputError(f"{label} is an existing file, not a folder; give a folder path.")
+    parent = next((p for p in real.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputError(f"{label}: {parent} is a file, so the folder cannot be created; "
+                          "give another path.")
+    return parent
+
+
 def prepare_out(out: str | os.PathLike, *, inputs=(), command: str, overwrite: bool = False,
                 inside_ok=()) -> Path:
     """Check that ``command`` may write the folder ``out``; call before any work.
@@ -125,12 +137,7 @@ def prepare_out(out: str | os.PathLike, *, inputs=(), command: str, overwrite: b
             if _inside(real, inp) and inp not in near:
                 raise OutputError(f"--out {given} lies inside the input {path}; give a folder "
                                   "outside the inputs (e.g. a sibling).")
-    if real.exists() and not real.is_dir():
-        raise OutputError(f"--out {given} is an existing file, not a folder; give a folder path.")
-    parent = next((p for p in real.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise OutputError(f"--out {given}: {parent} is a file, so the folder cannot be created; "
-                          "give another path.")
+    parent = _check_folder_path(real, f"--out {given}")
     writable = real if real.is_dir() else parent
     if writable is not None and not os.access(writable, os.W_OK | os.X_OK):
         raise OutputError(f"--out {given}: {writable} is not writable; give a folder you can "
@@ -171,13 +178,7 @@ def prepare_folder(path: str | os.PathLike | None, what: str) -> None:
     created. Raises OutputError naming ``what`` and ``path``."""
     if path is None:
         return
-    real = _resolve(path)
-    if real.exists() and not real.is_dir():
-        raise OutputError(f"{what} {path} is an existing file, not a folder; give a folder path.")
-    parent = next((p for p in real.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise OutputError(f"{what} {path}: {parent} is a file, so the folder cannot be created; "
-                          "give another path.")
+    _check_folder_path(_resolve(path), f"{what} {path}")
 
 
 def command_for(folder: str | os.PathLike) -> str | None:
