@@ -137,7 +137,7 @@ class PeriodicEval:
         self.patience, self.min_delta = cfg.train.early_stop_patience, cfg.train.early_stop_min_delta
         self.model_dir, self.dir = model_dir, model_dir / "eval"
         self.write, self.log = write, log
-        self.predictor = None
+        self.predictor, self.writer = None, None
         self.stop_reason = ""
         # resume: replay the evaluations made up to the restored step
         path = self.dir / "history.jsonl"
@@ -189,7 +189,8 @@ class PeriodicEval:
                    else ""))
         self.log(line)
         if self.write:
-            with tf.summary.create_file_writer(str(self.dir)).as_default():
+            self.writer = self.writer or tf.summary.create_file_writer(str(self.dir))
+            with self.writer.as_default():
                 for k in ("AP", "AP50", "AP75"):
                     if metrics[k] is not None:
                         tf.summary.scalar(k, metrics[k], step=step)
