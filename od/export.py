@@ -15,6 +15,8 @@ Layout of ``EXPORT/`` (written atomically: the folder appears only when complete
                                    TFLite's built-in detection post-processing op; input
                                    [1, S, S, 3] preprocessed, boxes normalised to that input
                                    (see od.tflite for the signature and od.tflite.TFLiteModel)
+    EXPORT/detect_tflite.py, EXPORT/labels.txt   (with any TFLite format) a runner that needs only
+                                   numpy, Pillow and LiteRT (od.lite; no TensorFlow, no od)
     EXPORT/label_map.pbtxt, EXPORT/pipeline.yaml
     EXPORT/export_check.json       max box/score difference of each format vs the checkpoint;
                                    for TFLite, detections with score >= 0.3 matched by IoU (max
@@ -33,6 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from od import atomic
+from od import label_map as label_map_lib
+from od import lite
 from od import tflite
 from od.detections import Detections
 from od.errors import ExportError
@@ -162,6 +166,8 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
             checks.append(tflite.check(fmt, path, image, ref_det, cfg.model.nms_iou_threshold))
         shutil.copy(Path(model_dir) / "label_map.pbtxt", tmp / "label_map.pbtxt")
         shutil.copy(Path(model_dir) / "pipeline.yaml", tmp / "pipeline.yaml")
+        if any(f in tflite.FILES for f in formats):  # a runner for boards without TensorFlow
+            lite.write_runner(tmp, label_map_lib.read(tmp / "label_map.pbtxt"))
         report = {"checkpoint": ckpt, "image_shape": list(image.shape), "checks": checks}
         failed = [c for c in checks if not c["ok"]]
         if failed:
