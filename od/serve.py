@@ -152,6 +152,7 @@ class Batcher:
         self.model, self.max_batch, self.timeout_s = model, max_batch, timeout_s
         self.queue: asyncio.Queue = asyncio.Queue(queue_size)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="od-model")
+        self.batches = self.images = 0  # run so far (GET /healthz)
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     def submit(self, images: list[np.ndarray]) -> list[asyncio.Future]:
@@ -184,6 +185,7 @@ class Batcher:
             batch = [(im, f) for im, f in batch if not f.done()]  # cancelled: client went away
             if not batch:
                 continue
+            self.batches, self.images = self.batches + 1, self.images + len(batch)
             try:
                 dets = await loop.run_in_executor(self._executor, self.model.run,
                                                   [im for im, _ in batch])
@@ -301,7 +303,9 @@ def make_app(model: BatchModel, config: ServeConfig, on_ready=None):
     async def healthz(request: Request) -> JSONResponse:
         if request.method != "GET":
             return error(405, f"{request.method} /healthz: use GET.", allow="GET")
-        return JSONResponse({"status": "ok", "model": config.name})
+        b = state["batcher"]
+        return JSONResponse({"status": "ok", "model": config.name, "batches": b.batches,
+                             "images": b.images})
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
