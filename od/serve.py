@@ -308,6 +308,9 @@ def make_app(model: BatchModel, config: ServeConfig, on_ready=None):
                              "images": b.images})
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error(404, f"{request.url.path}: no such path; use /v1/models/{config.name}"
+                              "[:predict|/metadata] or /healthz.")
         return error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
 
     @contextlib.asynccontextmanager
