@@ -278,8 +278,8 @@ def make_app(model: BatchModel, config: ServeConfig, on_ready=None):
                 return error(400, str(e))
             except Busy as e:
                 return error(503, str(e))
-            except OdError as e:  # e.g. the model failed on this batch
-                return error(500, str(e))
+            except Exception as e:  # noqa: BLE001 - the model failed on this batch; keep serving
+                return error(500, f"the model failed on this request ({type(e).__name__}: {e}).")
         m = _STATUS.match(path)
         if m:
             if method != "GET":
