@@ -136,7 +136,7 @@ def test_startup_health_status_metadata(server):
     assert {"detection_boxes", "detection_scores", "detection_classes",
             "num_detections"} <= set(sig["outputs"])
     log = server.log.read_text()
-    assert "tensorflow" not in log.lower() or len(log.splitlines()) < 5, log
+    assert len(log.splitlines()) <= 3, f"library noise on the server's stderr:\n{log}"
 
 
 def _assert_same(pred: dict, det, key=None):
@@ -329,7 +329,9 @@ def test_tflite_runner_without_tensorflow_equals_detector(export_dir, images, tm
     for g, (_, a) in zip(got, images):
         det = detector(a)
         assert (g["width"], g["height"]) == (a.shape[1], a.shape[0])
-        assert len(g["detections"]) == len(det) > 0
+        # the 4-step int8 model puts every box in the background class (dropped by both), so the
+        # values are compared before that drop in test_tflite_runner_raw_outputs_equal_od_tflite
+        assert len(g["detections"]) == len(det)
         np.testing.assert_allclose([d["box"] for d in g["detections"]], det.boxes, atol=1e-4)
         np.testing.assert_allclose([d["score"] for d in g["detections"]], det.scores, atol=1e-4)
         assert [d["class_id"] for d in g["detections"]] == det.class_ids.tolist()
@@ -399,13 +401,9 @@ def test_parse_predict_forms_and_errors():
 
 def test_runner_preprocessing_equals_od_tflite():
     """The runner's numpy resize/normalise/box mapping against Model Garden's (od.tflite)."""
-    import importlib.util
+    from od import tflite
 
-    from od import lite, tflite
-
-    spec = importlib.util.spec_from_file_location("detect_tflite", lite.RUNNER)
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
+    runner = _runner()
     rng = np.random.default_rng(0)
     for shape in [(64, 80, 3), (100, 37, 3), (50, 70, 3), (64, 64, 3), (13, 200, 3)]:
         image = rng.integers(0, 256, shape, np.uint8)
@@ -416,3 +414,38 @@ def test_runner_preprocessing_equals_od_tflite():
         boxes = rng.uniform(0, 1, (5, 4)).astype(np.float32)
         np.testing.assert_allclose(runner.to_image_boxes(boxes, got_info, 64),
                                    tflite.to_image_boxes(boxes, want_info, 64), atol=1e-6)
+
+
+def _runner():
+    """The runner od export writes (od/lite/detect_tflite.py), imported as a module."""
+    import importlib.util
+
+    from od import lite
+
+    spec = importlib.util.spec_from_file_location("detect_tflite", lite.RUNNER)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    return runner
+
+
+@pytest.mark.slow
+def test_tflite_runner_raw_outputs_equal_od_tflite(export_dir, images):
+    """All K rows (background class included) of the runner's LiteRT run, its input and box
+    mapping, against od.tflite's (TensorFlow's interpreter, Model Garden's preprocessing)."""
+    from od import tflite
+
+    runner = _runner()
+    path = export_dir / "model_int8.tflite"
+    mine, ref = runner.Detector(path), tflite.TFLiteModel(path)
+    for _, a in images:
+        x, info = runner.preprocess(a, mine.input_size)
+        want_x, want_info = tflite.preprocess(a, ref.input_size)
+        got, want = mine.raw(x), ref.raw(want_x)
+        n = int(want["num_detections"][0])
+        assert n > 0 and int(got["num_detections"][0]) == n
+        np.testing.assert_allclose(got["detection_scores"], want["detection_scores"], atol=1e-4)
+        np.testing.assert_array_equal(got["detection_classes"], want["detection_classes"])
+        np.testing.assert_allclose(
+            runner.to_image_boxes(got["detection_boxes"][0, :n], info, mine.input_size),
+            tflite.to_image_boxes(want["detection_boxes"][0, :n], want_info, ref.input_size),
+            atol=1e-4)

@@ -125,9 +125,15 @@ class Detector:
             raise RunnerError(f"{path}: not a detector written by `od export --format tflite*` "
                               f"({e}).") from None
 
+    def raw(self, x: np.ndarray) -> dict:
+        """The model's outputs (all float32: detection_boxes [1, K, 4] normalised to the S×S
+        input, detection_classes [1, K], detection_scores [1, K], num_detections [1]) for a
+        preprocessed input [1, S, S, 3]."""
+        return self._run(inputs=np.asarray(x, np.float32))
+
     def __call__(self, image: np.ndarray):
         x, info = preprocess(image, self.input_size)
-        out = self._run(inputs=x)
+        out = self.raw(x)
         n = int(out["num_detections"][0])
         classes = out["detection_classes"][0, :n].astype(np.int32)
         keep = classes > 0
