@@ -10,8 +10,9 @@ In one run, on the same images and the same export: images/s and p50/p99 latency
 Without ``--export`` a model is made first (not timed): synthetic images (od.synthetic) of
 ``--image-size``, the MobileNetV2-FPN RetinaNet of configs/retinanet_mobilenetv2_fpn_256.yaml at
 ``--input-size`` trained 2 steps from scratch, exported. Only
-speed is measured, so an untrained model is as good as a trained one. Prints the table and writes
-bench/out/serve.json.
+speed is measured, so an untrained model is as good as a trained one. Both servers run at once and
+the measurements are interleaved, ``--repeats`` rounds, the best round of each kept (a shared CPU
+makes single rounds noisy). Prints the figures and writes bench/out/serve.json.
 
 Usage: python bench/bench_serve.py [--export EXPORT] [--input-size 256] [--requests 64]
 """
@@ -71,19 +72,49 @@ def stats(latencies: list[float], wall: float) -> dict:
             "p99_ms": round(float(np.percentile(ms, 99)), 1), "n": len(ms)}
 
 
-def in_process(export: Path, jpegs: list[bytes], n: int) -> dict:
+def in_process_detector(export: Path, jpegs: list[bytes]):
     from od.data.images import decode_rgb
     from od.detect import Detector
     import numpy as np
 
     detector = Detector(export)
     detector(np.asarray(decode_rgb("warm-up", jpegs[0])))
+    return detector
+
+
+def in_process(detector, jpegs: list[bytes], n: int) -> dict:
+    """Decode + detect, one image after another, in this process."""
+    from od.data.images import decode_rgb
+    import numpy as np
+
     lat, t0 = [], time.perf_counter()
     for i in range(n):
         t = time.perf_counter()
         detector(np.asarray(decode_rgb("image", jpegs[i % len(jpegs)])))
         lat.append(time.perf_counter() - t)
     return stats(lat, time.perf_counter() - t0)
+
+
+def model_batch_gain(export: Path, jpegs: list[bytes], rounds: int = 3) -> dict:
+    """ms per image of the SavedModel alone (decoded images), batch 1 vs one batch of 8: what
+    batching can gain at most on this CPU."""
+    from od.data.images import decode_rgb
+    from od.serve import BatchModel
+    import numpy as np
+
+    model = BatchModel(export)
+    images = [np.asarray(decode_rgb("image", j)) for j in jpegs[:8]]
+    model.run(images)
+    single, batch = [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for im in images:
+            model.run([im])
+        single.append((time.perf_counter() - t) * 1000 / len(images))
+        t = time.perf_counter()
+        model.run(images)
+        batch.append((time.perf_counter() - t) * 1000 / len(images))
+    return {"batch_1": round(min(single), 1), f"batch_{len(images)}": round(min(batch), 1)}
 
 
 def start_server(export: Path, log: Path, *args) -> tuple[subprocess.Popen, int]:
@@ -139,6 +170,7 @@ def main() -> None:
     ap.add_argument("--image-size", default="640x480", help="WxH of the generated images")
     ap.add_argument("--requests", type=int, default=64, help="requests per measurement")
     ap.add_argument("--concurrency", default="1,4,16")
+    ap.add_argument("--repeats", type=int, default=2, help="rounds; the best round is kept")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     w, h = (int(v) for v in a.image_size.split("x"))
@@ -152,19 +184,33 @@ def main() -> None:
     bodies = [json.dumps({"instances": [{"b64": base64.b64encode(j).decode()}]}).encode()
               for j in jpegs]
     result = {"export": str(export), "cpus": os.cpu_count(), "requests": a.requests,
-              "image_size": a.image_size, "in_process_detector": in_process(export, jpegs,
-                                                                           a.requests)}
-    print("in-process Detector:", result["in_process_detector"], flush=True)
-    for mode, args in (("batching", ["--max-batch", "8", "--batch-timeout-ms", "5"]),
-                       ("no_batching", ["--max-batch", "1", "--batch-timeout-ms", "0"])):
-        proc, port = start_server(export, work / f"{mode}.log", *args)
-        try:
-            load(port, bodies, 4, 8)  # warm-up
-            for c in (int(v) for v in a.concurrency.split(",")):
-                r = load(port, bodies, c, a.requests)
-                result.setdefault(mode, {})[f"c{c}"] = r
+              "image_size": a.image_size, "repeats": a.repeats}
+    levels = [int(v) for v in a.concurrency.split(",")]
+    servers = {}
+    try:  # both servers up at once; measurements interleaved, best of --repeats (shared CPU)
+        for mode, args in (("batching", ["--max-batch", "8", "--batch-timeout-ms", "5"]),
+                           ("no_batching", ["--max-batch", "1", "--batch-timeout-ms", "0"])):
+            servers[mode] = start_server(export, work / f"{mode}.log", *args)
+            load(servers[mode][1], bodies, 4, 8)  # warm-up
+        detector = in_process_detector(export, jpegs)
+        runs: dict = {}
+        for rep in range(a.repeats):
+            runs.setdefault("in_process_detector", []).append(in_process(detector, jpegs,
+                                                                         a.requests))
+            for c in levels:
+                for mode, (_, port) in servers.items():
+                    runs.setdefault((mode, c), []).append(load(port, bodies, c, a.requests))
+        result["model_ms_per_image"] = model_batch_gain(export, jpegs)
+        print("model alone, ms per image:", result["model_ms_per_image"], flush=True)
+        best = lambda rs: max(rs, key=lambda r: r["images_per_s"])  # noqa: E731
+        result["in_process_detector"] = best(runs["in_process_detector"])
+        print("in-process Detector:", result["in_process_detector"], flush=True)
+        for mode in servers:
+            for c in levels:
+                result.setdefault(mode, {})[f"c{c}"] = r = best(runs[(mode, c)])
                 print(f"{mode} concurrency {c}:", r, flush=True)
-        finally:
+    finally:
+        for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=120)
     top = max(int(v) for v in a.concurrency.split(","))

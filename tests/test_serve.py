@@ -332,7 +332,8 @@ def test_tflite_runner_without_tensorflow_equals_detector(export_dir, images, tm
         # the 4-step int8 model puts every box in the background class (dropped by both), so the
         # values are compared before that drop in test_tflite_runner_raw_outputs_equal_od_tflite
         assert len(g["detections"]) == len(det)
-        np.testing.assert_allclose([d["box"] for d in g["detections"]], det.boxes, atol=1e-4)
+        np.testing.assert_allclose(np.reshape([d["box"] for d in g["detections"]], (-1, 4)),
+                                   det.boxes, atol=1e-4)
         np.testing.assert_allclose([d["score"] for d in g["detections"]], det.scores, atol=1e-4)
         assert [d["class_id"] for d in g["detections"]] == det.class_ids.tolist()
 
