@@ -3,7 +3,9 @@ the shared tiny trained run (tests/conftest.py).
 
 The run is copied with ``model.score_threshold=0`` before export: after 4 steps every score is
 about 0.01, under the default threshold, and a comparison of zero detections would prove nothing.
-One server subprocess (loopback, a free port) serves the module; every request has a timeout.
+One server subprocess (loopback, a free port) serves the module, the SIGTERM test starts its own;
+every request has a timeout. The module took 14 minutes with the 2-core CPU shared (load ~10),
+most of it training and exporting the tiny run.
 """
 import base64
 import http.client
