@@ -423,6 +423,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"od: error: {self.prog}: {message}\n")
 
 
+# ---- od serve ---------------------------------------------------------------------------------
+def _add_serve_command(sub) -> None:
+    s = sub.add_parser("serve", help="serve an export over TF Serving's REST API (dynamic "
+                       "batching)")
+    s.add_argument("--model", required=True, help="export folder of `od export`")
+    s.add_argument("--name", default="default", help="model name in the URL /v1/models/NAME")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    s.add_argument("--port", type=int, default=8501, help="port (0: any free port)")
+    s.add_argument("--format", default="saved_model",
+                   choices=["saved_model", "tflite", "tflite_fp16", "tflite_int8"])
+    s.add_argument("--max-batch", type=int, default=8, help="images run as one batch, at most")
+    s.add_argument("--batch-timeout-ms", type=float, default=5.0,
+                   help="how long a batch waits for more requests")
+    s.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body")
+    s.add_argument("--queue-size", type=int, default=64,
+                   help="images waiting for the model, at most (then 503)")
+    s.set_defaults(func=_serve)
+
+
+def _serve(a) -> None:
+    from od.serve import ServeConfig, serve
+    serve(ServeConfig(a.model, name=a.name, host=a.host, port=a.port, format=a.format,
+                      max_batch=a.max_batch, batch_timeout_ms=a.batch_timeout_ms,
+                      max_body_mb=a.max_body_mb, queue_size=a.queue_size))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="od", description="Fine-tune, evaluate, export and run "
                 "TensorFlow object detectors on your own labelled images.")
@@ -432,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(sub)
     _add_model_commands(sub)
     _add_zoo_commands(sub)
+    _add_serve_command(sub)
     return p
 
 

@@ -15,6 +15,8 @@ Layout of ``EXPORT/`` (written atomically: the folder appears only when complete
                                    TFLite's built-in detection post-processing op; input
                                    [1, S, S, 3] preprocessed, boxes normalised to that input
                                    (see od.tflite for the signature and od.tflite.TFLiteModel)
+    EXPORT/detect_tflite.py, EXPORT/labels.txt   (with any TFLite format) a runner that needs only
+                                   numpy, Pillow and LiteRT (od.lite; no TensorFlow, no od)
     EXPORT/label_map.pbtxt, EXPORT/pipeline.yaml
     EXPORT/export_check.json       max box/score difference of each format vs the checkpoint;
                                    for TFLite, detections with score >= 0.3 matched by IoU (max
@@ -33,7 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from od import atomic
+from od import label_map as label_map_lib
 from od import layout
+from od import lite
 from od import tflite
 from od.detections import Detections
 from od.errors import ExportError
@@ -177,6 +181,8 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
             checks.append(tflite.check(fmt, path, image, ref_det, cfg.model.nms_iou_threshold))
         for name in (layout.LABEL_MAP_FILE, layout.PIPELINE_FILE):
             shutil.copy(Path(model_dir) / name, tmp / name)
+        if any(f in tflite.FILES for f in formats):  # a runner for boards without TensorFlow
+            lite.write_runner(tmp, label_map_lib.read(layout.label_map_path(tmp)))
         report = {"checkpoint": ckpt, "image_shape": list(image.shape), "checks": checks}
         failed = [c for c in checks if not c["ok"]]
         if failed:

@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Run an ``od export`` TFLite detector without TensorFlow (e.g. on a Raspberry Pi).
+
+Needs only numpy, Pillow and LiteRT (``pip install ai-edge-litert``; ``tflite_runtime`` is used if
+that is what is installed). Copy the export folder (``model_int8.tflite`` or another ``.tflite``,
+``labels.txt`` and this file) to the board, then::
+
+    python detect_tflite.py --model model_int8.tflite --images DIR --out OUT [--min-score 0.5]
+
+For each image of DIR (JPEG, PNG, BMP, GIF, WebP; EXIF rotation applied, transparency on black)
+it writes ``OUT/<name>.jpg`` with the boxes drawn and ``OUT/detections.json``, the same form as
+``od detect``: per image ``{"image", "width", "height", "detections": [{"class_id", "class",
+"score", "box": [ymin, xmin, ymax, xmax] normalised, "box_pixels": [xmin, ymin, xmax, ymax]}]}``.
+
+Preprocessing and box mapping are those of ``od.tflite`` (Model Garden's serving input): pixels
+normalised per channel by the ImageNet mean/std, resized bilinearly (half-pixel centres) keeping
+the aspect ratio to fit S×S, zero-padded bottom/right; boxes divided by the resize scale and
+normalised to the image. ``labels.txt``: line k is the name of class id k (line 0: background).
+
+This file was written by ``od export`` and does not import ``od`` or TensorFlow.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
+
+MEAN_RGB = np.array([0.485 * 255, 0.456 * 255, 0.406 * 255], np.float32)
+STDDEV_RGB = np.array([0.229 * 255, 0.224 * 255, 0.225 * 255], np.float32)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+class RunnerError(Exception):
+    """Bad input: the message names the file and the fix."""
+
+
+def interpreter_class():
+    """LiteRT's Interpreter, else tflite_runtime's."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise RunnerError("no TFLite runtime: pip install ai-edge-litert (or tflite-runtime)"
+                              ) from None
+    return Interpreter
+
+
+def load_image(path: Path) -> np.ndarray:
+    """uint8 RGB [H, W, 3]: EXIF-rotated upright, transparency composited on black."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("RGBA", "LA", "P", "PA", "RGBa", "La"):
+                rgba = img.convert("RGBA")
+                img = Image.new("RGB", rgba.size, (0, 0, 0))
+                img.paste(rgba, mask=rgba.getchannel("A"))
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise RunnerError(f"{path}: cannot decode image ({e}); re-export it or remove it.") from None
+
+
+def _weights(in_size: int, out_size: int):
+    """TF's bilinear resize (half-pixel centres) source rows and weights, in float32."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    x = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    floor = np.floor(x)
+    lower = np.maximum(floor, 0).astype(np.int64)
+    upper = np.minimum(np.ceil(x), in_size - 1).astype(np.int64)
+    return lower, upper, (x - floor).astype(np.float32)
+
+
+def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """float32 [H, W, C] → [height, width, C] as ``tf.image.resize(..., 'bilinear')``."""
+    y0, y1, fy = _weights(image.shape[0], height)
+    x0, x1, fx = _weights(image.shape[1], width)
+    fx = fx[None, :, None]
+    top = image[y0][:, x0] + (image[y0][:, x1] - image[y0][:, x0]) * fx
+    bottom = image[y1][:, x0] + (image[y1][:, x1] - image[y1][:, x0]) * fx
+    return top + (bottom - top) * fy[:, None, None]
+
+
+def preprocess(image: np.ndarray, size: int):
+    """uint8 RGB [H, W, 3] → (float32 input [1, S, S, 3], image_info float32 [4, 2]) as
+    ``od.tflite.preprocess``."""
+    x = (image.astype(np.float32) - MEAN_RGB) / STDDEV_RGB
+    hw = np.array(image.shape[:2], np.float32)
+    scale = min(np.float32(size) / hw[0], np.float32(size) / hw[1])
+    scaled = np.round(hw * scale).astype(np.float32)
+    x = resize_bilinear(x, int(scaled[0]), int(scaled[1]))
+    out = np.zeros((1, size, size, 3), np.float32)
+    out[0, :x.shape[0], :x.shape[1]] = x[:size, :size]
+    info = np.stack([hw, np.array([size, size], np.float32), scaled / hw,
+                     np.zeros(2, np.float32)])
+    return out, info
+
+
+def to_image_boxes(boxes: np.ndarray, info: np.ndarray, size: int) -> np.ndarray:
+    """Boxes [K, 4] normalised to the S×S input → normalised to the image, clipped to [0, 1]."""
+    pixels = np.asarray(boxes, np.float32) * np.float32(size)
+    pixels = pixels / np.tile(info[2], 2)
+    return np.clip(pixels / np.tile(info[0], 2), 0.0, 1.0)
+
+
+class Detector:
+    """A ``.tflite`` of ``od export``: call with uint8 RGB [H, W, 3] → (boxes [K, 4] normalised
+    yxyx, scores [K], class ids [K]) sorted by score, class 0 (background) dropped."""
+
+    def __init__(self, path: Path, num_threads: int | None = None):
+        if not path.is_file():
+            raise RunnerError(f"{path}: no such model file; give the .tflite of the export folder.")
+        try:
+            interp = interpreter_class()(model_path=str(path),
+                                         num_threads=num_threads or os.cpu_count())
+            self._run = interp.get_signature_runner("serving_default")
+            self.input_size = int(self._run.get_input_details()["inputs"]["shape"][1])
+        except (ValueError, RuntimeError, KeyError) as e:
+            raise RunnerError(f"{path}: not a detector written by `od export --format tflite*` "
+                              f"({e}).") from None
+
+    def raw(self, x: np.ndarray) -> dict:
+        """The model's outputs (all float32: detection_boxes [1, K, 4] normalised to the S×S
+        input, detection_classes [1, K], detection_scores [1, K], num_detections [1]) for a
+        preprocessed input [1, S, S, 3]."""
+        return self._run(inputs=np.asarray(x, np.float32))
+
+    def __call__(self, image: np.ndarray):
+        x, info = preprocess(image, self.input_size)
+        out = self.raw(x)
+        n = int(out["num_detections"][0])
+        classes = out["detection_classes"][0, :n].astype(np.int32)
+        keep = classes > 0
+        boxes = to_image_boxes(out["detection_boxes"][0, :n][keep], info, self.input_size)
+        return boxes, out["detection_scores"][0, :n][keep].astype(np.float32), classes[keep]
+
+
+def read_labels(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+
+
+def records(boxes, scores, classes, labels, width: int, height: int) -> list[dict]:
+    """Detections as ``od detect``'s detections.json entries."""
+    out = []
+    for b, s, c in zip(boxes, scores, classes):
+        c = int(c)
+        name = labels[c] if 0 < c < len(labels) and labels[c] != "???" else f"class {c}"
+        px = [b[1] * width, b[0] * height, b[3] * width, b[2] * height]
+        out.append({"class_id": c, "class": name, "score": round(float(s), 4),
+                    "box": [round(float(v), 5) for v in b],
+                    "box_pixels": [round(float(v), 1) for v in px]})
+    return out
+
+
+def draw(image: np.ndarray, recs: list[dict]) -> Image.Image:
+    img = Image.fromarray(image)
+    pen = ImageDraw.Draw(img)
+    width = max(2, round(min(img.size) / 200))
+    for r in recs:
+        x0, y0, x1, y1 = r["box_pixels"]
+        pen.rectangle([x0, y0, x1, y1], outline=(255, 64, 0), width=width)
+        pen.text((x0 + width, max(0, y0 - 12)), f"{r['class']} {r['score']:.2f}",
+                 fill=(255, 64, 0))
+    return img
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help=".tflite file of the export folder")
+    ap.add_argument("--images", required=True, help="folder of images (or one image)")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--labels", help="labels.txt (default: beside the model)")
+    ap.add_argument("--min-score", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args(argv)
+    try:
+        model, images, out = Path(a.model), Path(a.images), Path(a.out)
+        if not 0.0 <= a.min_score <= 1.0:
+            raise RunnerError(f"--min-score {a.min_score} must be in [0, 1].")
+        files = ([images] if images.is_file() else
+                 sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                 if images.is_dir() else [])
+        if not files:
+            raise RunnerError(f"{images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}).")
+        labels = read_labels(Path(a.labels) if a.labels else model.with_name("labels.txt"))
+        detector = Detector(model, a.threads)
+        out.mkdir(parents=True, exist_ok=True)
+        results = []
+        for path in files:
+            image = load_image(path)
+            boxes, scores, classes = detector(image)
+            keep = scores >= a.min_score
+            h, w = image.shape[:2]
+            recs = records(boxes[keep], scores[keep], classes[keep], labels, w, h)
+            results.append({"image": path.name, "width": w, "height": h, "detections": recs})
+            tmp = out / f".{path.stem}.jpg.tmp-{os.getpid()}"
+            draw(image, recs).save(tmp, format="JPEG", quality=92)
+            os.replace(tmp, out / f"{path.stem}.jpg")
+        _write_atomic(out / "detections.json", (json.dumps(results, indent=2) + "\n").encode())
+    except RunnerError as e:
+        print(f"detect_tflite: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{sum(len(r['detections']) for r in results)} boxes in {len(results)} images → {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
