@@ -8,9 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from od.errors import OdError  # noqa: E402
+from od.errors import OdError
 
 _OVERWRITE = ("write into an existing non-empty folder that is not a previous output of this "
               "command (only the files od writes are replaced)")
@@ -485,6 +483,9 @@ def main(argv=None) -> int:
     ``--debug``), 130 Ctrl-C, 143 SIGTERM (temporary outputs are removed in both)."""
     import signal
 
+    # TensorFlow's C++ start-up messages: quiet unless the user chose a level (set here, when a
+    # command runs, not when od.cli is imported; `--verbose` shows library logs)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [x for x in argv if x != "--debug"]

@@ -33,17 +33,15 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from od import atomic  # noqa: E402
-from od import checkpoints  # noqa: E402
-from od import config as config_lib  # noqa: E402
-from od import label_map as label_map_lib  # noqa: E402
-from od import train_actions as actions_lib  # noqa: E402
-from od import train_resume  # noqa: E402
-from od.errors import AnnotationError, CheckpointError, ConfigError, OdError  # noqa: E402
-from od import model as model_lib  # noqa: E402
-from od.layout import LABEL_MAP_FILE, PIPELINE_FILE  # noqa: E402
+from od import atomic
+from od import checkpoints
+from od import config as config_lib
+from od import label_map as label_map_lib
+from od import train_actions as actions_lib
+from od import train_resume
+from od.errors import AnnotationError, CheckpointError, ConfigError, OdError
+from od import model as model_lib
+from od.layout import LABEL_MAP_FILE, PIPELINE_FILE
 
 
 @dataclass(frozen=True)
@@ -192,6 +190,27 @@ def _check_init_checkpoint(ckpt: str, cfg: config_lib.PipelineConfig, lm) -> Non
                              "FPN and makes a new head for your label map.")
 
 
+def _random_states() -> tuple:
+    """Python's and NumPy's global RNG states, which ``train.seed`` changes."""
+    import random
+
+    import numpy as np
+    return random.getstate(), np.random.get_state()
+
+
+def _restore_random_states(states: tuple) -> None:
+    """Put back the states of :func:`_random_states` and clear TensorFlow's global seed, so a
+    seeded run leaves no seed behind for later code in the same process."""
+    import random
+
+    import numpy as np
+    import tensorflow as tf
+
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    tf.compat.v1.set_random_seed(None)
+
+
 def _typed_restore(initialize, ckpt: str, cfg: config_lib.PipelineConfig):
     """Wrap the trainer's ``initialize``, which is where Model Garden restores
     ``init_checkpoint`` (the checkpoint manager's ``init_fn``, run once on a fresh run), so that
@@ -285,6 +304,7 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
 
     params = train_resume.apply_schedule(config_lib.to_experiment(cfg), schedule)
     if cfg.train.seed:
+        rng_states = _random_states()  # restored at the end (notebooks, tests)
         tf.keras.utils.set_random_seed(cfg.train.seed)
     import tf_keras
 
@@ -321,6 +341,8 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
     finally:
         bar.bar.close()
         tf_keras.mixed_precision.set_global_policy(policy)
+        if cfg.train.seed:
+            _restore_random_states(rng_states)
     result = TrainResult(model_dir, int(trainer.global_step.numpy()), time.time() - start,
                          bar.losses, evaluator.history if evaluator else [],
                          stop.reason if stop else "")

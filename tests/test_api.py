@@ -36,3 +36,11 @@ def test_unknown_attribute():
     import pytest
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         od.nope  # noqa: B018
+
+
+def test_importing_cli_and_train_changes_no_environment():
+    code = ("import os; before = dict(os.environ); import od.cli, od.train, od.data.inspect; "
+            "assert dict(os.environ) == before, 'import changed os.environ'; "
+            "import sys; assert 'matplotlib.pyplot' not in sys.modules")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
