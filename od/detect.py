@@ -96,7 +96,7 @@ class Detector:
         return Detections.from_outputs(out, image.shape[1], image.shape[0])
 
 
-def _records(name: str, det: Detections, lm) -> list[dict]:
+def _records(det: Detections, lm) -> list[dict]:
     px = denormalize_to_xyxy(det.boxes, det.width, det.height)
     return [{"class_id": int(c), "class": lm.title_of(int(c)) if lm else str(int(c)),
              "score": round(float(s), 4), "box": [round(float(v), 5) for v in b],
@@ -179,7 +179,7 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
             continue
         det = (tiling.detect_tiled(detector, image, tile, tile_overlap) if tile
                else detector(image)).above(min_score)
-        recs = _records(path.name, det, lm)
+        recs = _records(det, lm)
         results.append({"image": path.name, "width": det.width, "height": det.height,
                         "detections": recs})
         drawn = draw_detections(image, det, lm, min_score=min_score)

@@ -169,8 +169,7 @@ def _encode_shard(args):
     return report
 
 
-def _plan_shards(records: list[tuple], split: str, shard_bytes: int, min_shards: int
-                 ) -> list[list]:
+def _plan_shards(records: list[tuple], shard_bytes: int, min_shards: int) -> list[list]:
     sizes = []
     for _, r, _, _ in records:
         if r.image_data is not None:
@@ -305,7 +304,7 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
             by_id.update({it[0]: it[1] for it in items})
             if not items:
                 continue
-            shards = _plan_shards(items, sp, shard_bytes, workers if len(items) >= 64 else 1)
+            shards = _plan_shards(items, shard_bytes, workers if len(items) >= 64 else 1)
             if to == "tfrecord":
                 files = [shard_name(sp, i, len(shards)) for i in range(len(shards))]
                 summary.shards[sp] = files
