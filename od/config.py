@@ -25,6 +25,7 @@ import yaml
 
 from od import atomic
 from od.errors import ConfigError
+from od.layout import label_map_path
 
 
 @dataclass(frozen=True)
@@ -451,7 +452,7 @@ def resolve(cfg: PipelineConfig):
     val = shard_pattern(cfg.data.val or folder, "val") if (cfg.data.val or folder) else ""
     if val and not glob.glob(val):
         val = ""
-    lm_path = cfg.data.label_map or os.path.join(folder, "label_map.pbtxt")
+    lm_path = cfg.data.label_map or str(label_map_path(folder))
     if not os.path.isfile(lm_path):
         raise ConfigError(f"no label map at {lm_path!r}; set data.label_map=PATH/label_map.pbtxt.")
     lm = label_map_lib.read(lm_path)

@@ -70,7 +70,8 @@ class Detector:
                                   f"saved_model, {', '.join(tflite.FILES)}.")
             self._tflite = tflite.TFLiteModel(export_dir / tflite.FILES[format])
             return
-        sm = export_dir / "saved_model" if (export_dir / "saved_model").is_dir() else export_dir
+        sm = export_dir / layout.SAVED_MODEL_DIR
+        sm = sm if sm.is_dir() else export_dir
         if not (sm / "saved_model.pb").is_file():
             raise ExportError(f"{export_dir}: no SavedModel (saved_model.pb) found; give the "
                               "folder written by `od export --out ...`.")

@@ -283,16 +283,16 @@ class Model:
 def _labels(beside: Path, label_map, what: str):
     if label_map:
         return label_map_lib.read(label_map)
-    if (beside / "label_map.pbtxt").is_file():
-        return label_map_lib.read(beside / "label_map.pbtxt")
+    if layout.label_map_path(beside).is_file():
+        return label_map_lib.read(layout.label_map_path(beside))
     raise LabelMapError(f"{what}: no label_map.pbtxt beside it, so its class ids have no names; "
                         "put the label map it was trained with there, or pass --label-map.")
 
 
 def _eval_settings(folder: Path) -> tuple[float, float]:
     from od import config as config_lib
-    if (folder / "pipeline.yaml").is_file():
-        cfg = config_lib.load(folder / "pipeline.yaml")
+    if (folder / layout.PIPELINE_FILE).is_file():
+        cfg = config_lib.load(folder / layout.PIPELINE_FILE)
         return cfg.eval.min_score, cfg.eval.iou_threshold
     return 0.5, 0.5
 
@@ -327,8 +327,8 @@ def load_model(model: str | os.PathLike, format: str | None = None, label_map=No
     if not p.is_dir():
         raise OdError(f"{p}: no such model; give a run folder (od train), an export folder "
                       "(od export) or a .tflite / .pb file.")
-    is_export = (p / "saved_model").is_dir() or (p / "saved_model.pb").is_file()
-    if not is_export and (p / "pipeline.yaml").is_file():
+    is_export = (p / layout.SAVED_MODEL_DIR).is_dir() or (p / "saved_model.pb").is_file()
+    if not is_export and layout.is_run(p):
         if format not in (None, "saved_model"):
             raise ExportError(f"{p} is a training run; --format {format} needs an export folder: "
                               f"run `od export --model-dir {p} --out EXPORT --format {format}` and "

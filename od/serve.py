@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from od import layout
 from od import label_map as label_map_lib
 from od.detections import Detections
 from od.errors import ExportError, OdError
@@ -86,14 +87,15 @@ class BatchModel:
         export_dir = Path(export_dir)
         if format not in FORMATS:
             raise ExportError(f"--format {format!r}: choose one of {', '.join(FORMATS)}.")
-        lm_path = export_dir / "label_map.pbtxt"
+        lm_path = layout.label_map_path(export_dir)
         self.label_map = label_map_lib.read(lm_path) if lm_path.is_file() else None
         self.format = format
         self._detector = self._fn = None
         if format != "saved_model":
             self._detector = Detector(export_dir, format)
             return
-        sm = export_dir / "saved_model" if (export_dir / "saved_model").is_dir() else export_dir
+        sm = export_dir / layout.SAVED_MODEL_DIR
+        sm = sm if sm.is_dir() else export_dir
         if not (sm / "saved_model.pb").is_file():
             raise ExportError(f"{export_dir}: no SavedModel (saved_model.pb) found; give the "
                               "folder written by `od export --out ...`.")
