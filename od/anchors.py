@@ -212,9 +212,11 @@ def coverage(boxes: BoxSet, anchors: Anchors, threshold: float = 0.5) -> Coverag
 
 
 def match_threshold(cfg) -> float:
-    """The matcher's positive IoU threshold of the RetinaNet parser ``cfg`` trains with."""
-    from od import config as config_lib
-    return float(config_lib.to_experiment(cfg).task.train_data.parser.match_threshold)
+    """The matcher's positive IoU threshold of the RetinaNet parser ``cfg`` trains with: od's
+    pipeline config leaves Model Garden's parser default (``retinanet.Parser.match_threshold``,
+    0.5), so it is read from there without building the whole experiment."""
+    from official.vision.configs import retinanet as rn
+    return float(rn.Parser().match_threshold)
 
 
 def kmeans_aspects(boxes: BoxSet, k: int, seed: int = 0) -> tuple:

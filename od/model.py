@@ -185,11 +185,11 @@ class Predictor:
     """
 
     def __init__(self, cfg: config_lib.PipelineConfig, model, label_map=None,
-                 checkpoint: str = ""):
+                 checkpoint: str = "", params=None):
         import tensorflow as tf
 
         self.cfg, self.label_map, self.checkpoint = cfg, label_map, checkpoint
-        self._module = detection_module(cfg, model, batch_size=1)
+        self._module = detection_module(cfg, model, batch_size=1, params=params)
         self._fn = tf.function(self._module.serve, input_signature=[
             tf.TensorSpec([1, None, None, 3], tf.uint8)], reduce_retracing=True)
 
@@ -201,9 +201,10 @@ class Predictor:
         errors."""
         cfg, lm = load_run(model_dir)
         checkpoint = run_checkpoint(model_dir, checkpoint)
-        model = build_model(cfg)
+        params = config_lib.to_experiment(cfg)  # built once for the model and its module
+        model = build_model(cfg, params)
         restore(model, checkpoint)
-        return cls(cfg, model, lm, checkpoint)
+        return cls(cfg, model, lm, checkpoint, params)
 
     def __call__(self, image: np.ndarray) -> Detections:
         out = self._fn(np.asarray(image, np.uint8)[None])

@@ -131,7 +131,7 @@ class PeriodicEval:
     """orbit train action: periodic COCO evaluation, best checkpoint, early stop, history."""
 
     def __init__(self, trainer, cfg, label_map, model_dir: Path, start_step: int,
-                 write: bool = True, log=print):
+                 write: bool = True, log=print, params=None):
         self.trainer, self.cfg, self.label_map = trainer, cfg, label_map
         self.every, self.metric = cfg.train.eval_every, cfg.eval.best_metric
         self.patience, self.min_delta = cfg.train.early_stop_patience, cfg.train.early_stop_min_delta
