@@ -327,7 +327,8 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
     evaluator = None
     if cfg.train.eval_every:
         evaluator = actions_lib.PeriodicEval(trainer, cfg, lm, model_dir, start_step,
-                                             write=chief, log=tqdm_write if progress else log)
+                                             write=chief, log=tqdm_write if progress else log,
+                                             params=params)
     signals = actions_lib.StopSignals()
     hooks += [bar, *([evaluator] if evaluator else []), actions_lib.StopCheck(signals, evaluator)]
     start, stop = time.time(), None

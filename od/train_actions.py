@@ -138,6 +138,7 @@ class PeriodicEval:
         self.model_dir, self.dir = model_dir, model_dir / "eval"
         self.write, self.log = write, log
         self.predictor, self.writer = None, None
+        self.params = params  # the run's ExperimentConfig, reused by the Predictor
         self.stop_reason = ""
         # resume: replay the evaluations made up to the restored step
         path = self.dir / "history.jsonl"
@@ -166,12 +167,13 @@ class PeriodicEval:
         if step % self.every and step != self.cfg.train.steps:
             return
         if self.predictor is None:
-            self.predictor = Predictor(self.cfg, self.trainer.model)
+            self.predictor = Predictor(self.cfg, self.trainer.model, params=self.params)
         summaries = None
         if self.write:  # validation images with predictions + the PR curve, in TensorBoard
-            writer = tf.summary.create_file_writer(str(self.dir))
+            self.writer = self.writer or tf.summary.create_file_writer(str(self.dir))
             summaries = lambda g, d: tb.write_eval_summaries(  # noqa: E731
-                writer, step, g, d, self.label_map, self.cfg.data.val, self.cfg.eval.min_score)
+                self.writer, step, g, d, self.label_map, self.cfg.data.val,
+                self.cfg.eval.min_score)
         metrics = evaluate.coco_on_records(self.predictor, self.cfg.data.val, self.label_map,
                                            max_images=self.cfg.eval.max_images,
                                            summaries=summaries)
