@@ -53,7 +53,8 @@ def _spread_scores(run):
     import numpy as np
     import tensorflow as tf
 
-    from od.model import build_model, latest_checkpoint, load_run, restore
+    from od.layout import latest_checkpoint
+    from od.model import build_model, load_run, restore
 
     cfg, _ = load_run(run)
     model = build_model(cfg)

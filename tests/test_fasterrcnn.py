@@ -4,7 +4,7 @@ the checkpoint; TFLite refused) → detect. Slow (minutes on 2 loaded cores)."""
 import numpy as np
 import pytest
 
-from od import config, detect, export, model as model_lib, train
+from od import config, detect, export, layout, model as model_lib, train
 from od.errors import ExportError
 from tests.conftest import CONFIGS
 
@@ -35,7 +35,7 @@ def test_faster_rcnn_trains_exports_and_detects(tmp_path_factory):
                              overrides=[f"data.train={root / 'data'}", *FRCNN_TINY],
                              progress=False)
     assert result.step == 2 and np.isfinite(result.losses["total_loss"])
-    info = model_lib.inspect_checkpoint(model_lib.latest_checkpoint(root / "run"))
+    info = model_lib.inspect_checkpoint(layout.latest_checkpoint(root / "run"))
     assert info.num_classes == 4 and {"backbone", "decoder", "head"} <= info.modules
 
     with pytest.raises(ExportError, match="tf.CombinedNonMaxSuppression"):
