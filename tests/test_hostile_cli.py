@@ -319,7 +319,9 @@ def test_killed_export_loses_nothing_and_reruns_clean(world, tmp_path, sig):
     time.sleep(0.5)
     assert _group_alive(p.pid) == []  # no orphan process
     assert not out.exists()
-    assert _tree(run) == before  # every checkpoint byte-identical
+    logs = lambda tree: {k: v for k, v in tree.items() if not k.endswith(".log")}  # noqa: E731
+    assert logs(_tree(run)) == logs(before)  # every checkpoint byte-identical (od's own
+    # RUN/export.log, where library messages go, is the only file export may add)
     p = _start_export(run, out, tmp_path / "log2")
     assert p.wait(timeout=600) == 0, (tmp_path / "log2").read_text()
     assert (out / "saved_model" / "saved_model.pb").is_file()
