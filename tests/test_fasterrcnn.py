@@ -49,6 +49,7 @@ def test_faster_rcnn_trains_exports_and_detects(tmp_path_factory):
 
     found = detect.detect_folder(root / "export", root / "raw" / "images", root / "det",
                                  min_score=0.0, progress=False)
-    assert len(found) == 12 and (root / "det" / "detections.json").is_file()
-    boxes = [d["box"] for r in found for d in r["detections"]]
+    assert len(found["images"]) == 12 and not found["skipped"]
+    assert (root / "det" / "detections.json").is_file()
+    boxes = [d["box"] for r in found["images"] for d in r["detections"]]
     assert boxes and all(0.0 <= v <= 1.0 for b in boxes for v in b)  # normalised, as RetinaNet
