@@ -270,6 +270,9 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
         cfg = config_lib.load(config, extra, overrides)
     cfg, lm = config_lib.resolve(cfg)
     check_runtime(cfg)
+    # before any TensorFlow op (the anchor check runs some): MultiWorkerMirroredStrategy's
+    # collective ops must be configured at program start-up
+    strategy = make_strategy(cfg.runtime)
     images = check_shards(cfg)
     cfg = steps_from_epochs(cfg, images, log)
     from od import anchors  # anchor coverage printed, anchors fitted (model.anchor_fit)
@@ -310,7 +313,6 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
 
     policy = tf_keras.mixed_precision.global_policy()  # restored at the end (notebooks, tests)
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
-    strategy = make_strategy(cfg.runtime)
     with strategy.scope():
         task = task_factory.get_task(params.task, logging_dir=str(model_dir))
         trainer = train_utils.create_trainer(params, task, train=True, evaluate=False)

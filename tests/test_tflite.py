@@ -39,7 +39,8 @@ def test_export_writes_and_checks_every_tflite_format(exported):
         assert checks[fmt]["min_score"] == tflite.CHECK_MIN_SCORE
     assert sizes["tflite_int8"] < sizes["tflite_fp16"] < sizes["tflite"]
     assert json.loads((root / "export_tflite" / "export_check.json").read_text()) == report
-    assert not list((root / "export_tflite").glob(".*")), "no temporary SavedModel left behind"
+    hidden = [p.name for p in (root / "export_tflite").glob(".*") if p.name != ".od-output.json"]
+    assert not hidden, f"no temporary SavedModel left behind: {hidden}"  # (the marker is od's)
 
 
 @pytest.mark.slow
