@@ -45,6 +45,27 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(decode_rgb(path))
 
 
+def load_saved_model(export_dir: Path):
+    """``(model, serving_default signature)`` of the SavedModel in ``EXPORT/saved_model`` (or
+    ``export_dir`` itself). Raises ExportError: none there, or a corrupt/truncated file."""
+    import tensorflow as tf
+
+    sm = export_dir / layout.SAVED_MODEL_DIR
+    sm = sm if sm.is_dir() else export_dir
+    if not (sm / "saved_model.pb").is_file():
+        raise ExportError(f"{export_dir}: no SavedModel (saved_model.pb) found; give the "
+                          "folder written by `od export --out ...`.")
+    try:
+        model = tf.saved_model.load(str(sm))
+        return model, model.signatures["serving_default"]
+    except Exception as e:  # noqa: BLE001 - TF raises many kinds for a damaged SavedModel
+        text = str(e).strip()
+        why = f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
+        raise ExportError(f"{sm / 'saved_model.pb'}: cannot load the SavedModel ({why}); the "
+                          "file is corrupt, truncated or not a detector export. Export the "
+                          "run again with `od export`.") from None
+
+
 class Detector:
     """An exported detector (``od export`` folder, or any SavedModel with the same signature).
 
@@ -56,7 +77,6 @@ class Detector:
     """
 
     def __init__(self, export_dir: str | os.PathLike, format: str = "saved_model"):
-        import tensorflow as tf
 
         from od import tflite
 
@@ -70,20 +90,7 @@ class Detector:
                                   f"saved_model, {', '.join(tflite.FILES)}.")
             self._tflite = tflite.TFLiteModel(export_dir / tflite.FILES[format])
             return
-        sm = export_dir / layout.SAVED_MODEL_DIR
-        sm = sm if sm.is_dir() else export_dir
-        if not (sm / "saved_model.pb").is_file():
-            raise ExportError(f"{export_dir}: no SavedModel (saved_model.pb) found; give the "
-                              "folder written by `od export --out ...`.")
-        try:
-            self._model = tf.saved_model.load(str(sm))
-            self._fn = self._model.signatures["serving_default"]
-        except Exception as e:  # noqa: BLE001 - TF raises many kinds for a damaged SavedModel
-            text = str(e).strip()
-            why = f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
-            raise ExportError(f"{sm / 'saved_model.pb'}: cannot load the SavedModel ({why}); the "
-                              "file is corrupt, truncated or not a detector export. Export the "
-                              "run again with `od export`.") from None
+        self._model, self._fn = load_saved_model(export_dir)
 
     def __call__(self, image: np.ndarray) -> Detections:
         import tensorflow as tf

@@ -80,9 +80,8 @@ class BatchModel:
     """
 
     def __init__(self, export_dir: str | os.PathLike, format: str = "saved_model"):
-        import tensorflow as tf
 
-        from od.detect import Detector
+        from od.detect import Detector, load_saved_model
 
         export_dir = Path(export_dir)
         if format not in FORMATS:
@@ -94,13 +93,7 @@ class BatchModel:
         if format != "saved_model":
             self._detector = Detector(export_dir, format)
             return
-        sm = export_dir / layout.SAVED_MODEL_DIR
-        sm = sm if sm.is_dir() else export_dir
-        if not (sm / "saved_model.pb").is_file():
-            raise ExportError(f"{export_dir}: no SavedModel (saved_model.pb) found; give the "
-                              "folder written by `od export --out ...`.")
-        self._model = tf.saved_model.load(str(sm))
-        self._fn = self._model.signatures["serving_default"]
+        self._model, self._fn = load_saved_model(export_dir)
 
     def run(self, images: list[np.ndarray]) -> list[Detections]:
         import tensorflow as tf
