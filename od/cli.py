@@ -485,8 +485,10 @@ def main(argv=None) -> int:
 
     # TensorFlow's C++ start-up messages: quiet unless the user chose a level (set here, when a
     # command runs, not when od.cli is imported; `--verbose` shows library logs)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # (3: errors too, e.g. "failed call to cuInit" on a machine with a CUDA driver but no GPU;
+    # an error that matters reaches od as a Python exception and is reported by it)
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if "--verbose" in argv else "3")
     debug = "--debug" in argv
     argv = [x for x in argv if x != "--debug"]
     args = parse_args(argv)
