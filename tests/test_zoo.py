@@ -606,3 +606,84 @@ def test_cli_select_prints_name_then_origin(tmp_path, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert out.strip() == "retinanet_mobilenetv2_coco"
     assert "measured on" in err and "another machine" in err
+
+
+# ---- Faster R-CNN through the zoo (issue 14) ------------------------------------------------------
+def test_cli_select_across_architectures_says_which_ap_has_a_checkpoint(tmp_path, capsys):
+    from od.cli import main
+    from od.zoo_bench import write_speeds
+    speeds = write_speeds([_s("retinanet_mobilenetv2_coco", 20.0),
+                           _s("retinanet_resnet50_fpn_coco", 900.0),
+                           _s("fasterrcnn_resnet50_fpn_imagenet", 1500.0),
+                           _s("fasterrcnn_mobilenetv2_fpn_imagenet", 90.0)], tmp_path / "s.json")
+    sp = ["--speeds", str(speeds)]
+    assert main(["zoo", "select", "--max-latency-ms", "2000", *sp]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "fasterrcnn_resnet50_fpn_imagenet"   # 42.3 > 36.8, both fit
+    assert "no COCO checkpoint published" in err and "Mask R-CNN R50-FPN" in err
+    ranked = err.split("best first:\n", 1)[1].splitlines()
+    assert [r.split()[1] for r in ranked] == ["fasterrcnn_resnet50_fpn_imagenet",
+                                              "retinanet_resnet50_fpn_coco",
+                                              "retinanet_mobilenetv2_coco"]
+    assert "no COCO checkpoint" in ranked[0] and "no COCO" not in ranked[1]
+    assert main(["zoo", "select", "--max-latency-ms", "2000", "--coco-checkpoint-only",
+                 *sp]) == 0
+    assert capsys.readouterr().out.strip() == "retinanet_resnet50_fpn_coco"
+    assert main(["zoo", "select", "--min-ap", "0", "--architecture", "retinanet", *sp]) == 0
+    assert capsys.readouterr().out.strip() == "retinanet_mobilenetv2_coco"
+    assert main(["zoo", "select", "--max-latency-ms", "500", "--architecture", "faster_rcnn",
+                 *sp]) == 2
+    assert "want of a published COCO AP: fasterrcnn_mobilenetv2_fpn_imagenet" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit) as ei:
+        main(["zoo", "select", "--min-ap", "1", "--architecture", "ssd", *sp])
+    assert ei.value.code == 2 and "invalid choice: 'ssd'" in capsys.readouterr().err
+
+
+def test_model_equals_frcnn_zoo_name_takes_its_config_and_backbone_checkpoint(
+        server, tmp_path, monkeypatch):
+    """`model=fasterrcnn_*_imagenet` builds the Faster R-CNN config with the ImageNet backbone as
+    a backbone checkpoint. The MobileNetV2 backbone is fetched from the 127.0.0.1 server (its zoo
+    URL pointed there) and restores into the Faster R-CNN backbone."""
+    from od import checkpoints, config
+    from od import download as dl_mod
+    from tests.conftest import CONFIGS, SHARED
+
+    cfg = config.load(CONFIGS / "retinanet_mobilenetv2_fpn_256.yaml",
+                      overrides=["model=fasterrcnn_resnet50_fpn_imagenet"])
+    ref = config.load(CONFIGS / "fasterrcnn_resnet50_fpn_coco.yaml")
+    assert cfg.model == ref.model and cfg.model.architecture == "faster_rcnn"
+    assert cfg.train.fine_tune_checkpoint == "fasterrcnn_resnet50_fpn_imagenet"
+    assert cfg.train.fine_tune_checkpoint_type == "backbone"
+
+    name = "fasterrcnn_mobilenetv2_fpn_imagenet"
+    cfg = config.load(overrides=[f"model={name}", "model.num_classes=4"])
+    ref = config.load(CONFIGS / "fasterrcnn_mobilenetv2_fpn_256.yaml",
+                      overrides=["model.num_classes=4"])
+    assert cfg.model == ref.model
+    assert (cfg.train.fine_tune_checkpoint, cfg.train.fine_tune_checkpoint_type) == (name,
+                                                                                     "backbone")
+    exp = config.to_experiment(cfg)
+    assert type(exp.task).__name__ == "MaskRCNNTask"
+    assert exp.task.init_checkpoint == name and exp.task.init_checkpoint_modules == ["backbone"]
+
+    weights = SHARED / "weights" / "mobilenet_v2_1.0_imagenet"
+    if not weights.is_dir():
+        pytest.skip("../shared is not present")
+    for suffix in (".index", ".data-00000-of-00001"):
+        server.files[f"/mnv2/ckpt-180648{suffix}"] = \
+            (weights / f"mobilenet_v2_1.0_imagenet{suffix}").read_bytes()
+    entry = dataclasses.replace(zoo.get(name), url=server.url + "/mnv2/ckpt-180648")
+    monkeypatch.setattr(dl_mod, "get", lambda n: entry if n == name else zoo.get(n))
+    monkeypatch.setenv(dl_mod.CACHE_ENV, str(tmp_path / "cache"))
+    prefix = checkpoints.resolve(name, progress=False)
+    assert prefix == str(tmp_path / "cache" / name / "ckpt-180648")
+    assert [p for p, _ in server.requests] == ["/mnv2/ckpt-180648.index",
+                                               "/mnv2/ckpt-180648.data-00000-of-00001"]
+    assert checkpoints.resolve(name, progress=False) == prefix and len(server.requests) == 2
+
+    import tensorflow as tf
+    from od import model as model_lib
+    small = config.set_key(cfg, "model.input_size", 64)
+    net = model_lib.build_model(small)
+    tf.train.Checkpoint(backbone=net.backbone).read(prefix).assert_existing_objects_matched()
