@@ -521,6 +521,10 @@ def list_table(table: Sequence[ZooEntry] = ZOO,
     lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w)
                        for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    loaded = sorted({r.name for r in speeds if r.measured and "MACHINE LOADED" in r.note})
+    if loaded:
+        lines += ["", "measured on a loaded machine (upper bounds; the record's note gives a "
+                      f"RetinaNet measured under the same load): {', '.join(loaded)}"]
     notes = sorted({f"{r.name}: {r.note}" for r in speeds if not r.measured and r.note})
     if notes:
         lines += ["", "not measured (n/a):"] + [f"  {n}" for n in notes]
