@@ -514,8 +514,9 @@ def list_table(table: Sequence[ZooEntry] = ZOO,
         if where and (s1 or s8).origin == HERE:
             where += " [this machine]"
         kind = "detector, NO COCO CKPT" if e.arch_only else e.init
-        rows.append((e.name, e.model_architecture if e.is_detector else "-", kind, str(e.input_size), ap,
-                     _num(e.params_m, "g"), _num(e.gflops, "g"), lat, ips, where))
+        arch = e.model_architecture if e.is_detector else "-"
+        rows.append((e.name, arch, kind, str(e.input_size), ap, _num(e.params_m, "g"),
+                     _num(e.gflops, "g"), lat, ips, where))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     right = {3, 4, 5, 6, 7, 8}
     lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w)

@@ -194,7 +194,8 @@ def test_faster_rcnn_entries_say_they_have_no_coco_checkpoint():
         assert (e.init, e.init_checkpoint_modules) == ("backbone", "backbone")
         assert e.config.startswith("fasterrcnn_") and e.params_m is None and e.gflops is None
         assert "no COCO checkpoint" in e.note and e.ap_note
-    r50, mnv2 = frcnn["fasterrcnn_resnet50_fpn_imagenet"], frcnn["fasterrcnn_mobilenetv2_fpn_imagenet"]
+    r50 = frcnn["fasterrcnn_resnet50_fpn_imagenet"]
+    mnv2 = frcnn["fasterrcnn_mobilenetv2_fpn_imagenet"]
     assert r50.coco_ap == 42.3 and "Mask R-CNN R50-FPN" in r50.ap_note
     assert "from scratch" in r50.ap_note and "mask head" in r50.ap_note
     assert r50.url == zoo.RESNET50_INIT and r50.input_size == 640
@@ -608,7 +609,7 @@ def test_cli_select_prints_name_then_origin(tmp_path, monkeypatch, capsys):
     assert "measured on" in err and "another machine" in err
 
 
-# ---- Faster R-CNN through the zoo (issue 14) ------------------------------------------------------
+# ---- Faster R-CNN through the zoo (issue 14) -------------------------------------------------
 def test_cli_select_across_architectures_says_which_ap_has_a_checkpoint(tmp_path, capsys):
     from od.cli import main
     from od.zoo_bench import write_speeds
