@@ -365,6 +365,11 @@ def _add_zoo_commands(sub) -> None:
     c.add_argument("--min-ap", type=float, help="published COCO box AP, percent")
     c.add_argument("--batch", type=int, default=1, help="batch size of the latency figure")
     c.add_argument("--speeds", help="speed JSON to use (default: $OD_ZOO_SPEEDS, then shipped)")
+    c.add_argument("--architecture", choices=["retinanet", "faster_rcnn"],
+                   help="only this detector architecture (default: both compete)")
+    c.add_argument("--coco-checkpoint-only", action="store_true",
+                   help="only entries whose AP is their downloadable COCO checkpoint's (no "
+                        "Faster R-CNN: Model Garden publishes no COCO checkpoint for it)")
     c.set_defaults(func=_zoo_select)
     c = zsub.add_parser("download", help="download, verify and unpack a checkpoint into the cache")
     c.add_argument("name", help="zoo name, http(s)/gs/file URL, or local tarball/folder")
@@ -389,10 +394,13 @@ def _zoo_list(a) -> None:
 def _zoo_select(a) -> None:
     from od import zoo
     speeds = zoo.load_speeds([a.speeds]) if a.speeds else zoo.load_speeds()
-    e = zoo.select(zoo.ZOO, max_latency_ms=a.max_latency_ms, min_ap=a.min_ap, batch=a.batch,
-                   speeds=speeds)
+    bounds = dict(max_latency_ms=a.max_latency_ms, min_ap=a.min_ap, batch=a.batch, speeds=speeds,
+                  architecture=a.architecture, coco_checkpoint_only=a.coco_checkpoint_only)
+    e = zoo.select(zoo.ZOO, **bounds)
     print(e.name)
     print(zoo.describe(e, speeds, a.batch), file=sys.stderr)
+    print("candidates that fit, best first:\n" + zoo.ranking(zoo.rank(zoo.ZOO, **bounds),
+                                                             speeds, a.batch), file=sys.stderr)
 
 
 def _zoo_download(a) -> None:

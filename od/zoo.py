@@ -1,8 +1,11 @@
 """The model zoo: Model Garden's published checkpoints as a table of frozen records.
 
 ``ZOO`` lists the pretrained checkpoints Model Garden publishes that fit the detectors `od` builds
-(RetinaNet), with the published figures (COCO box AP on val2017, ImageNet top-1, params, GFLOPs)
-copied from the Model Garden docs named in each entry's ``source``. Speed is never copied: it is
+(RetinaNet and Faster R-CNN), with the published figures (COCO box AP on val2017, ImageNet top-1,
+params, GFLOPs) copied from the Model Garden docs named in each entry's ``source``. Model Garden
+publishes no Faster R-CNN (nor Mask R-CNN) COCO checkpoint: the Faster R-CNN entries are
+architectures whose checkpoint is an ImageNet backbone (``arch_only``), and their AP, where there is
+one, is a related model's figure that ``ap_note`` names. Speed is never copied: it is
 measured by :func:`od.zoo_bench.benchmark`: the package ships ``od/zoo_speeds.json`` (figures of a
 reference machine, labelled with it, never rewritten), and `od zoo benchmark` writes this machine's
 figures to the user file :func:`user_speeds_path` (``$OD_ZOO_SPEEDS``, else the od cache). Where both
@@ -25,6 +28,11 @@ from typing import Iterable, Sequence
 from od.errors import ZooError
 
 MG = "https://storage.googleapis.com/tf_model_garden/vision/"
+#: Model Garden's own ImageNet ResNet-50 init of RetinaNet, Mask R-CNN and Faster R-CNN (a prefix).
+RESNET50_INIT = "gs://cloud-tpu-checkpoints/vision-2.0/resnet50_imagenet/ckpt-28080"
+MOBILENETV2_INIT = "gs://tf_model_garden/vision/mobilenet/v2_1.0_float/ckpt-180648"
+#: The detector architectures (``model.architecture``) zoo entries build.
+ARCHITECTURES = ("retinanet", "faster_rcnn")
 _MG_DOC = "official/vision/MODEL_GARDEN.md"
 _QAT_DOC = "official/projects/qat/vision/README.md"
 
@@ -52,6 +60,11 @@ class ZooEntry:
     checkpoint initialises ('detector' or 'backbone') and ``init_checkpoint_modules`` is the
     Model Garden task setting that restores all of it ('all' or 'backbone'); fine-tuning on new
     classes restores backbone and FPN of a detector and makes a new head.
+    ``model_architecture`` is the ``model.architecture`` its config builds ('retinanet' or
+    'faster_rcnn'). ``arch_only`` marks a detector architecture offered without a COCO checkpoint
+    of its own: ``url`` is the ImageNet backbone it fine-tunes from (``init`` 'backbone'), and
+    ``coco_ap``, when not None, is a published figure of a related model that ``ap_note`` names
+    (never a checkpoint's own AP).
     """
 
     name: str
@@ -71,11 +84,27 @@ class ZooEntry:
     config: str = ""
     config_override: tuple[tuple[str, object], ...] = ()
     note: str = ""
+    model_architecture: str = "retinanet"
+    arch_only: bool = False
+    ap_note: str = ""
 
     @property
     def is_detector(self) -> bool:
-        """True when the checkpoint initialises a whole detector with a published COCO AP."""
-        return self.init == "detector" and self.coco_ap is not None
+        """True for a detector entry (built by `od zoo benchmark`, ranked by :func:`select`): a
+        COCO detector checkpoint, or a detector architecture with only a backbone checkpoint."""
+        return self.init == "detector" or self.arch_only
+
+    @property
+    def has_coco_checkpoint(self) -> bool:
+        """True when ``url`` is a COCO-trained detector, so ``coco_ap`` is that checkpoint's AP."""
+        return self.init == "detector"
+
+    @property
+    def ap_label(self) -> str:
+        """``'36.8 AP'``, ``'42.3 AP, no COCO checkpoint'`` or ``'no published AP'``."""
+        if self.coco_ap is None:
+            return "no published AP"
+        return f"{self.coco_ap} AP" + ("" if self.has_coco_checkpoint else ", no COCO checkpoint")
 
 
 ZOO: tuple[ZooEntry, ...] = (
@@ -132,12 +161,36 @@ ZOO: tuple[ZooEntry, ...] = (
              config="retinanet_resnet50_fpn_coco.yaml", config_override=(("backbone_id", "152"),)),
     ZooEntry("mobilenetv2_imagenet", "MobileNetV2 1.0 (ImageNet)", "mobilenet:MobileNetV2", 224,
              None, 72.78, None, None,
-             "gs://tf_model_garden/vision/mobilenet/v2_1.0_float/ckpt-180648", None,
+             MOBILENETV2_INIT, None,
              "retinanet_mobile_coco", "backbone", "backbone",
              "docs/vision/instance_segmentation.ipynb; top-1 from " + _QAT_DOC,
              config="retinanet_mobilenetv2_fpn_256.yaml",
              note="a checkpoint prefix, not a tarball; offline stand-in: "
                   "../shared/weights/mobilenet_v2_1.0_imagenet"),
+    # Faster R-CNN: no COCO checkpoint is published, so the checkpoint is the ImageNet backbone
+    # (`model=NAME` fine-tunes from it) and the AP is a related model's figure (ap_note).
+    ZooEntry("fasterrcnn_resnet50_fpn_imagenet", "Faster R-CNN ResNet-50 FPN", "resnet:50", 640,
+             42.3, None, None, None, RESNET50_INIT, None,
+             "fasterrcnn_resnetfpn_coco", "backbone", "backbone",
+             _MG_DOC + " (AP: Mask R-CNN R50-FPN row); checkpoint: the init_checkpoint of "
+             "fasterrcnn_resnetfpn_coco in official/vision/configs/maskrcnn.py",
+             config="fasterrcnn_resnet50_fpn_coco.yaml",
+             note="a checkpoint prefix, not a tarball: Model Garden's ImageNet ResNet-50 init "
+                  "(top-1 undocumented); no COCO checkpoint published",
+             model_architecture="faster_rcnn", arch_only=True,
+             ap_note="box AP of Model Garden's Mask R-CNN R50-FPN (640 px, trained from scratch "
+                     "for 350 epochs, with a mask head; no checkpoint published), the nearest "
+                     "published figure: Model Garden publishes no Faster R-CNN COCO result"),
+    ZooEntry("fasterrcnn_mobilenetv2_fpn_imagenet", "Faster R-CNN MobileNetV2 FPN (CPU)",
+             "mobilenet:MobileNetV2", 256, None, None, None, None, MOBILENETV2_INIT, None,
+             "maskrcnn_mobilenet_coco", "backbone", "backbone",
+             "configs/fasterrcnn_mobilenetv2_fpn_256.yaml (od's CPU variant); checkpoint: "
+             "docs/vision/instance_segmentation.ipynb",
+             config="fasterrcnn_mobilenetv2_fpn_256.yaml",
+             note="a checkpoint prefix, not a tarball; offline stand-in: "
+                  "../shared/weights/mobilenet_v2_1.0_imagenet; no COCO checkpoint published",
+             model_architecture="faster_rcnn", arch_only=True,
+             ap_note="no COCO AP published for a MobileNetV2 Faster R-CNN (or Mask R-CNN)"),
 )
 
 
@@ -258,24 +311,64 @@ def _speed_index(speeds: Iterable[SpeedRecord], batch: int) -> dict[str, SpeedRe
 # ---- selection ---------------------------------------------------------------------------------
 def _fmt(e: ZooEntry, s: SpeedRecord | None) -> str:
     speed = f"{s.latency_ms:.1f} ms/image at batch {s.batch}" if s else "speed not measured"
-    return f"{e.name} ({e.coco_ap} AP, {speed})"
+    return f"{e.name} ({e.ap_label}, {speed})"
+
+
+def _detectors(table: Sequence[ZooEntry], architecture: str | None,
+               coco_checkpoint_only: bool) -> list[ZooEntry]:
+    if architecture is not None and architecture not in ARCHITECTURES:
+        raise ZooError(f"architecture {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    return [e for e in table if e.is_detector
+            and (architecture is None or e.model_architecture == architecture)
+            and (e.has_coco_checkpoint or not coco_checkpoint_only)]
+
+
+def rank(table: Sequence[ZooEntry] = ZOO, *, max_latency_ms: float | None = None,
+         min_ap: float | None = None, speeds: Iterable[SpeedRecord] | None = None,
+         batch: int = 1, architecture: str | None = None,
+         coco_checkpoint_only: bool = False) -> list[ZooEntry]:
+    """Every detector of ``table`` that fits the bounds, best first, in :func:`select`'s order.
+
+    Candidates are detector entries of both architectures (or ``architecture`` only: 'retinanet'
+    or 'faster_rcnn'; with ``coco_checkpoint_only`` only entries whose AP is their downloadable
+    COCO checkpoint's) with a published COCO AP and a measured speed at ``batch``. With
+    ``max_latency_ms`` (ms/image): those at or under it (and AP >= ``min_ap``), by AP descending,
+    then latency, then name; with only ``min_ap`` (percent): those at or above it, by latency,
+    then AP descending, then name; with neither: all, by AP. ``speeds`` defaults to
+    :func:`load_speeds`. Returns [] when nothing fits; raises ZooError on an unknown architecture.
+    """
+    speeds = load_speeds() if speeds is None else list(speeds)
+    by_name = _speed_index(speeds, batch)
+    cands = [e for e in _detectors(table, architecture, coco_checkpoint_only)
+             if e.coco_ap is not None and e.name in by_name
+             and (min_ap is None or e.coco_ap >= min_ap)]
+    ms = lambda e: by_name[e.name].latency_ms  # noqa: E731
+    if max_latency_ms is not None or min_ap is None:
+        fits = [e for e in cands if max_latency_ms is None or ms(e) <= max_latency_ms]
+        return sorted(fits, key=lambda e: (-e.coco_ap, ms(e), e.name))
+    return sorted(cands, key=lambda e: (ms(e), -e.coco_ap, e.name))
 
 
 def select(table: Sequence[ZooEntry] = ZOO, *, max_latency_ms: float | None = None,
            min_ap: float | None = None, speeds: Iterable[SpeedRecord] | None = None,
-           batch: int = 1) -> ZooEntry:
+           batch: int = 1, architecture: str | None = None,
+           coco_checkpoint_only: bool = False) -> ZooEntry:
     """Choose a detector from ``table`` by measured speed and published COCO AP.
 
     With ``max_latency_ms`` (ms per image at ``batch``): the best AP among detectors measured at
     or under the bound (and with AP >= ``min_ap`` when given); ties go to the faster, then to the
     name. With only ``min_ap`` (COCO AP, percent): the fastest detector with AP >= ``min_ap``;
-    ties go to the higher AP. Only detector entries count (backbones have no AP), and entries
-    without a measured speed in ``speeds`` are left out (the error says which). ``speeds`` defaults
-    to :func:`load_speeds` (user figures, then the shipped reference figures); otherwise the
-    result depends on the arguments only.
+    ties go to the higher AP. Both architectures compete unless ``architecture`` names one
+    ('retinanet', 'faster_rcnn'); a Faster R-CNN entry's AP is a related model's published figure
+    and it has no COCO checkpoint (:attr:`ZooEntry.ap_label` says so), and
+    ``coco_checkpoint_only`` leaves such entries out. Only detector entries with a published AP
+    count, and entries without a measured speed in ``speeds`` are left out (the error says
+    which). ``speeds`` defaults to :func:`load_speeds` (user figures, then the shipped reference
+    figures); otherwise the result depends on the arguments only. :func:`rank` gives all the
+    candidates in this order.
 
-    Raises ZooError when no bound is given, a bound is negative, or nothing fits (naming the
-    closest candidates and their figures).
+    Raises ZooError when no bound is given, a bound is negative, the architecture is unknown, or
+    nothing fits (naming the closest candidates and their figures).
     """
     if max_latency_ms is None and min_ap is None:
         raise ZooError("give a bound: max_latency_ms (e.g. 40) and/or min_ap (e.g. 25)")
@@ -283,24 +376,32 @@ def select(table: Sequence[ZooEntry] = ZOO, *, max_latency_ms: float | None = No
         if v is not None and not v >= 0:
             raise ZooError(f"{label} must be a number >= 0, got {v!r}")
     speeds = load_speeds() if speeds is None else list(speeds)
+    ranked = rank(table, max_latency_ms=max_latency_ms, min_ap=min_ap, speeds=speeds, batch=batch,
+                  architecture=architecture, coco_checkpoint_only=coco_checkpoint_only)
+    if ranked:
+        return ranked[0]
     by_name = _speed_index(speeds, batch)
-    detectors = [e for e in table if e.is_detector]
+    pool = _detectors(table, architecture, coco_checkpoint_only)
+    detectors = [e for e in pool if e.coco_ap is not None]
+    no_ap = [e.name for e in pool if e.coco_ap is None]
+    which = "".join([f" of architecture {architecture}" if architecture else "",
+                     " with a COCO checkpoint" if coco_checkpoint_only else ""])
     if not detectors:
-        raise ZooError("the zoo table has no detector entries with a published COCO AP")
+        raise ZooError(f"the zoo table has no detector entries{which} with a published COCO AP"
+                       + (f" ({', '.join(no_ap)} publish none)" if no_ap else ""))
     measured = [e for e in detectors if e.name in by_name]
     unmeasured = [e.name for e in detectors if e.name not in by_name]
     skipped = (f" Left out for want of a measured speed at batch {batch}: "
                f"{', '.join(unmeasured)} (run `od zoo benchmark`)." if unmeasured else "")
+    skipped += (f" Left out for want of a published COCO AP: {', '.join(no_ap)}."
+                if no_ap else "")
     ms = lambda e: by_name[e.name].latency_ms  # noqa: E731
     ap_ok = [e for e in measured if min_ap is None or e.coco_ap >= min_ap]
 
     if max_latency_ms is not None:
-        fits = [e for e in ap_ok if ms(e) <= max_latency_ms]
-        if fits:
-            return min(fits, key=lambda e: (-e.coco_ap, ms(e), e.name))
         if not measured:
-            raise ZooError(f"no detector has a measured speed at batch {batch}, so none can be "
-                           f"chosen by latency.{skipped}")
+            raise ZooError(f"no detector{which} has a measured speed at batch {batch}, so none "
+                           f"can be chosen by latency.{skipped}")
         hints = []
         if ap_ok:
             f = min(ap_ok, key=lambda e: (ms(e), -e.coco_ap))
@@ -312,20 +413,50 @@ def select(table: Sequence[ZooEntry] = ZOO, *, max_latency_ms: float | None = No
             hints.append(f"the best AP within {max_latency_ms:g} ms is {_fmt(b, by_name[b.name])}")
         want = f"at most {max_latency_ms:g} ms/image" + (
             f" and AP >= {min_ap:g}" if min_ap is not None else "")
-        raise ZooError(f"no detector fits {want} at batch {batch}: {'; '.join(hints)}. Raise "
-                       f"the latency bound{' or lower min_ap' if min_ap is not None else ''}."
-                       f"{skipped}")
+        raise ZooError(f"no detector{which} fits {want} at batch {batch}: {'; '.join(hints)}. "
+                       f"Raise the latency bound{' or lower min_ap' if min_ap is not None else ''}"
+                       f".{skipped}")
 
     above = [e for e in detectors if e.coco_ap >= min_ap]
     if not above:
         b = max(detectors, key=lambda e: e.coco_ap)
-        raise ZooError(f"no detector has COCO AP >= {min_ap:g}: the best is "
+        raise ZooError(f"no detector{which} has COCO AP >= {min_ap:g}: the best is "
                        f"{_fmt(b, by_name.get(b.name))}. Lower min_ap.")
-    if not ap_ok:
-        raise ZooError(f"detectors with AP >= {min_ap:g} exist "
-                       f"({', '.join(e.name for e in above)}) but none has a measured speed at "
-                       f"batch {batch}, so the fastest is unknown.{skipped}")
-    return min(ap_ok, key=lambda e: (ms(e), -e.coco_ap, e.name))
+    raise ZooError(f"detectors with AP >= {min_ap:g} exist "
+                   f"({', '.join(e.name for e in above)}) but none has a measured speed at "
+                   f"batch {batch}, so the fastest is unknown.{skipped}")
+
+
+def ap_source(entry: ZooEntry) -> str:
+    """Where ``entry``'s COCO AP comes from, e.g. ``'COCO AP 36.8 (of its downloadable COCO
+    checkpoint)'`` or, for a Faster R-CNN entry, ``'COCO AP 42.3 (no COCO checkpoint published;
+    the AP is box AP of ...)'``."""
+    if entry.has_coco_checkpoint:
+        return f"COCO AP {entry.coco_ap} (of its downloadable COCO checkpoint)"
+    what = "no COCO checkpoint published, fine-tunes from an ImageNet backbone"
+    if entry.coco_ap is None:
+        return f"no COCO AP ({what}; {entry.ap_note or 'none published'})"
+    return f"COCO AP {entry.coco_ap} ({what}; the AP is the {entry.ap_note})"
+
+
+def ranking(entries: Sequence[ZooEntry], speeds: Iterable[SpeedRecord] | None = None,
+            batch: int = 1) -> str:
+    """Numbered lines, one per entry (e.g. :func:`rank`'s): name, architecture, AP, ms/image at
+    ``batch`` and whether the AP is a downloadable COCO checkpoint's (`od zoo select` prints it).
+    ``speeds`` defaults to :func:`load_speeds`."""
+    speeds = load_speeds() if speeds is None else list(speeds)
+    by_name = _speed_index(speeds, batch)
+    rows = []
+    for i, e in enumerate(entries, 1):
+        s = by_name.get(e.name)
+        rows.append((f"{i}.", e.name, e.model_architecture, _num(e.coco_ap, ".1f") + " AP",
+                     f"{s.latency_ms:.1f} ms" if s else "not measured",
+                     "COCO checkpoint" if e.has_coco_checkpoint else
+                     "no COCO checkpoint (AP of a related model; ImageNet backbone init)"))
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(6)]
+    return "\n".join("  ".join(c.rjust(w) if i in (0, 3, 4) else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                     for r in rows)
 
 
 def describe(entry: ZooEntry, speeds: Iterable[SpeedRecord] | None = None, batch: int = 1) -> str:
@@ -337,12 +468,12 @@ def describe(entry: ZooEntry, speeds: Iterable[SpeedRecord] | None = None, batch
     by_name = _speed_index(speeds, batch)
     s = by_name.get(entry.name)
     if s is None:
-        line = f"{entry.name}: COCO AP {entry.coco_ap}, speed not measured at batch {batch}"
+        line = f"{entry.name}: {ap_source(entry)}, speed not measured at batch {batch}"
     else:
         where = ("this machine" if s.origin == HERE else
                  "another machine (shipped reference figures; `od zoo benchmark "
                  f"{entry.name}` measures it here)" if s.origin == ELSEWHERE else "")
-        line = (f"{entry.name}: COCO AP {entry.coco_ap}, {s.latency_ms:.1f} ms/image at batch "
+        line = (f"{entry.name}: {ap_source(entry)}, {s.latency_ms:.1f} ms/image at batch "
                 f"{batch}, measured on {s.machine}" + (f" = {where}" if where else ""))
     origins = {r.origin for r in by_name.values()}
     if HERE in origins and ELSEWHERE in origins:
@@ -367,29 +498,43 @@ def list_table(table: Sequence[ZooEntry] = ZOO,
     speeds = load_speeds() if speeds is None else list(speeds)
     b1 = {r.name: r for r in speeds if r.batch == 1}
     b8 = {r.name: r for r in speeds if r.batch == 8}
-    head = ("name", "kind", "input", "COCO AP", "params M", "GFLOPs", "ms (b1)", "img/s (b8)",
-            "measured on")
+    head = ("name", "arch", "kind", "input", "COCO AP", "params M", "GFLOPs", "ms (b1)",
+            "img/s (b8)", "measured on")
     rows = [head]
     for e in table:
         s1, s8 = b1.get(e.name), b8.get(e.name)
         ap = _num(e.coco_ap, ".1f") if e.coco_ap is not None else (
             f"{e.imagenet_top1:.1f} top1" if e.imagenet_top1 is not None else "-")
+        if e.arch_only and e.coco_ap is not None:
+            ap += "*"
         lat = _num(s1.latency_ms, ".1f") if s1 and s1.measured else (
             "n/a" if s1 else "-")
         ips = _num(s8.images_per_s, ".2f") if s8 and s8.measured else ("n/a" if s8 else "-")
         where = (s1 or s8).machine if (s1 or s8) else ""
         if where and (s1 or s8).origin == HERE:
             where += " [this machine]"
-        rows.append((e.name, e.init, str(e.input_size), ap, _num(e.params_m, "g"),
+        kind = "detector, NO COCO CKPT" if e.arch_only else e.init
+        arch = e.model_architecture if e.is_detector else "-"
+        rows.append((e.name, arch, kind, str(e.input_size), ap, _num(e.params_m, "g"),
                      _num(e.gflops, "g"), lat, ips, where))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    right = {2, 3, 4, 5, 6, 7}
+    right = {3, 4, 5, 6, 7, 8}
     lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w)
                        for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    loaded = sorted({r.name for r in speeds if r.measured and "MACHINE LOADED" in r.note})
+    if loaded:
+        lines += ["", "measured on a loaded machine (upper bounds; the record's note gives a "
+                      f"RetinaNet measured under the same load): {', '.join(loaded)}"]
     notes = sorted({f"{r.name}: {r.note}" for r in speeds if not r.measured and r.note})
     if notes:
         lines += ["", "not measured (n/a):"] + [f"  {n}" for n in notes]
+    arch_only = [e for e in table if e.arch_only]
+    if arch_only:
+        lines += ["", "NO COCO CKPT: no COCO checkpoint published (Model Garden has none for "
+                      "Faster R-CNN); `model=NAME` fine-tunes from the ImageNet backbone in its "
+                      "url. Its AP (*) is not its own:"]
+        lines += [f"  {e.name}: {e.ap_note or 'no published COCO AP'}" for e in arch_only]
     lines += ["", "AP: COCO val2017 box AP published by Model Garden; speed: measured by "
                   "`od zoo benchmark` (random weights, inference incl. NMS, float32)."]
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 Each detector is built the way ``od train ... model=NAME`` builds it: the ``model`` section of the
 entry's pipeline config in ``configs/`` (``od.config.apply_zoo_model``) → ``od.model.build_model``
-(Model Garden's RetinaNet factory), COCO's 91 classes, at its input size, with random weights
+(Model Garden's RetinaNet or Mask R-CNN factory, the latter without masks for Faster R-CNN entries),
+COCO's 91 classes, at its input size, with random weights
 (the network's speed does not depend on them), and called in inference mode (``training=False``; box decoding and NMS included, ``nms_version`` :data:`NMS`)
 inside a ``tf.function``. After a warm-up call (tracing) the median wall time of ``repeats`` calls
 gives ms/image at batch 1 and images/s at batch 8. Random weights leave few boxes above the score
@@ -46,10 +47,11 @@ COCO_NUM_CLASSES = 91
 
 
 def build_detector(entry: ZooEntry, input_size: int | None = None, nms_version: str = NMS):
-    """The Keras RetinaNet of ``entry`` (random weights) at ``input_size`` pixels (default: the
-    entry's), built from the entry's pipeline config with Model Garden's ``nms_version``
-    post-processing. Raises ZooError for a backbone-only entry or a size the model rejects."""
-    if entry.init != "detector":
+    """The Keras detector (RetinaNet or Faster R-CNN) of ``entry`` (random weights) at
+    ``input_size`` pixels (default: the entry's), built from the entry's pipeline config with Model
+    Garden's ``nms_version`` post-processing. Raises ZooError for a backbone-only entry or a size
+    the model rejects."""
+    if not entry.is_detector:
         raise ZooError(f"{entry.name} is a backbone checkpoint, not a detector; benchmark a "
                        f"detector entry (`od zoo list` shows the kind)")
     from dataclasses import replace
@@ -143,7 +145,7 @@ def benchmark(names: Iterable[str] | None = None, *, batch_sizes: Sequence[int] 
         raise ZooError(f"batch sizes must be >= 1 images, got {tuple(batch_sizes)}")
     entries = [e for e in ZOO if e.is_detector] if names is None else [get(n) for n in names]
     for e in entries:
-        if e.init != "detector":
+        if not e.is_detector:
             raise ZooError(f"{e.name} is a backbone checkpoint; only detectors are benchmarked")
     machine = machine_label()
     out: list[SpeedRecord] = []

@@ -103,6 +103,58 @@ def test_select_without_speeds_and_bad_bounds():
     assert issubclass(ZooError, OdError)
 
 
+def _f(name, ap):  # a Faster R-CNN entry: an architecture with a backbone checkpoint only
+    return dataclasses.replace(BASE, name=name, coco_ap=ap, init="backbone",
+                               init_checkpoint_modules="backbone", model_architecture="faster_rcnn",
+                               arch_only=True, ap_note="box AP of a related model")
+
+
+MIXED = (_e("rn_small", 28.0), _e("rn_big", 37.0), _f("fr_big", 42.0), _f("fr_mobile", None),
+         _e("backbone", None, init="backbone"))
+MIXED_SPEEDS = [_s("rn_small", 30.0), _s("rn_big", 900.0), _s("fr_big", 1500.0),
+                _s("fr_mobile", 100.0)]
+
+
+def test_select_ranks_across_both_architectures():
+    sel = lambda **kw: zoo.select(MIXED, speeds=MIXED_SPEEDS, **kw).name  # noqa: E731
+    assert sel(max_latency_ms=2000) == "fr_big"       # best AP of both architectures
+    assert sel(max_latency_ms=1000) == "rn_big"
+    assert sel(min_ap=30) == "rn_big"                 # fastest above 30 AP
+    assert sel(min_ap=40) == "fr_big"
+    assert sel(max_latency_ms=2000, coco_checkpoint_only=True) == "rn_big"
+    assert sel(max_latency_ms=2000, architecture="retinanet") == "rn_big"
+    assert sel(min_ap=0, architecture="faster_rcnn") == "fr_big"
+    ranked = zoo.rank(MIXED, max_latency_ms=2000, speeds=MIXED_SPEEDS)
+    assert [e.name for e in ranked] == ["fr_big", "rn_big", "rn_small"]  # no AP: not ranked
+    assert [e.name for e in zoo.rank(MIXED, min_ap=0, speeds=MIXED_SPEEDS)] == [
+        "rn_small", "rn_big", "fr_big"]
+    lines = zoo.ranking(ranked, MIXED_SPEEDS).splitlines()
+    assert lines[0].split()[:4] == ["1.", "fr_big", "faster_rcnn", "42.0"]
+    assert "no COCO checkpoint" in lines[0] and "1500.0 ms" in lines[0]
+    assert lines[1].endswith("COCO checkpoint") and "no COCO" not in lines[1]
+    # the one Faster R-CNN within 200 ms has no published AP: the error says so
+    with pytest.raises(ZooError, match="architecture faster_rcnn fits.*want of a published "
+                                       "COCO AP: fr_mobile"):
+        zoo.select(MIXED, max_latency_ms=200, architecture="faster_rcnn", speeds=MIXED_SPEEDS)
+    with pytest.raises(ZooError, match="fr_big \\(42.0 AP, no COCO checkpoint, 1500.0 ms"):
+        zoo.select(MIXED, max_latency_ms=1000, min_ap=40, speeds=MIXED_SPEEDS)
+    with pytest.raises(ZooError, match="no detector entries of architecture faster_rcnn with a "
+                                       "COCO checkpoint"):
+        zoo.select(MIXED, min_ap=1, architecture="faster_rcnn", coco_checkpoint_only=True,
+                   speeds=MIXED_SPEEDS)
+    with pytest.raises(ZooError, match="'ssd' is not one of retinanet, faster_rcnn"):
+        zoo.select(MIXED, min_ap=1, architecture="ssd", speeds=MIXED_SPEEDS)
+
+
+def test_zoo_architectures_are_the_configs():
+    from od import config
+    assert zoo.ARCHITECTURES == config._CHOICES["model.architecture"]
+    for e in zoo.ZOO:
+        if e.is_detector:
+            cfg = config.load(config.configs_dir() / e.config)
+            assert cfg.model.architecture == e.model_architecture, e.name
+
+
 # ---- the shipped table ---------------------------------------------------------------------------
 PUBLISHED_AP = {"retinanet_resnet50_fpn_coco": 36.8, "retinanet_spinenet49_coco": 44.2,
                 "retinanet_spinenet96_coco": 48.5, "retinanet_spinenet143_coco": 50.0,
@@ -113,8 +165,8 @@ PUBLISHED_TOP1 = {"resnet50_imagenet": 77.1, "resnet101_imagenet": 78.3,
 
 def test_table_matches_reference_doc():
     names = [e.name for e in zoo.ZOO]
-    assert len(names) == len(set(names)) == 10
-    assert {e.name: e.coco_ap for e in zoo.ZOO if e.is_detector} == PUBLISHED_AP
+    assert len(names) == len(set(names)) == 12
+    assert {e.name: e.coco_ap for e in zoo.ZOO if e.has_coco_checkpoint} == PUBLISHED_AP
     assert {e.name: e.imagenet_top1 for e in zoo.ZOO if not e.is_detector} == PUBLISHED_TOP1
     sizes = {e.name: e.input_size for e in zoo.ZOO}
     assert (sizes["retinanet_spinenet96_coco"], sizes["retinanet_spinenet143_coco"],
@@ -132,12 +184,48 @@ def test_table_matches_reference_doc():
     assert zoo.get("retinanet_mobilenetv2_coco").gflops is None
 
 
+def test_faster_rcnn_entries_say_they_have_no_coco_checkpoint():
+    """Model Garden publishes no Faster R-CNN (or Mask R-CNN) COCO checkpoint: the entries are
+    architectures with an ImageNet backbone as checkpoint, and the R50 AP is Mask R-CNN's."""
+    frcnn = {e.name: e for e in zoo.ZOO if e.model_architecture == "faster_rcnn"}
+    assert set(frcnn) == {"fasterrcnn_resnet50_fpn_imagenet", "fasterrcnn_mobilenetv2_fpn_imagenet"}
+    for e in frcnn.values():
+        assert e.arch_only and e.is_detector and not e.has_coco_checkpoint
+        assert (e.init, e.init_checkpoint_modules) == ("backbone", "backbone")
+        assert e.config.startswith("fasterrcnn_") and e.params_m is None and e.gflops is None
+        assert "no COCO checkpoint" in e.note and e.ap_note
+    r50 = frcnn["fasterrcnn_resnet50_fpn_imagenet"]
+    mnv2 = frcnn["fasterrcnn_mobilenetv2_fpn_imagenet"]
+    assert r50.coco_ap == 42.3 and "Mask R-CNN R50-FPN" in r50.ap_note
+    assert "from scratch" in r50.ap_note and "mask head" in r50.ap_note
+    assert r50.url == zoo.RESNET50_INIT and r50.input_size == 640
+    assert mnv2.coco_ap is None and mnv2.url == zoo.get("mobilenetv2_imagenet").url
+    assert "../shared/weights/mobilenet_v2_1.0_imagenet" in mnv2.note
+    assert r50.ap_label == "42.3 AP, no COCO checkpoint"
+    assert zoo.get("retinanet_resnet50_fpn_coco").ap_label == "36.8 AP"
+    assert "no COCO checkpoint published" in zoo.ap_source(r50)
+    assert "downloadable COCO checkpoint" in zoo.ap_source(zoo.get("retinanet_spinenet49_coco"))
+    table = zoo.list_table(speeds=[])
+    row = next(line for line in table.splitlines() if line.startswith(r50.name))
+    assert "faster_rcnn" in row and "NO COCO CKPT" in row and "42.3*" in row
+    assert "Mask R-CNN R50-FPN" in table.split("NO COCO CKPT:", 1)[1]
+
+
+def test_frcnn_r50_checkpoint_is_model_gardens_own_init():
+    import official.vision.configs.maskrcnn  # noqa: F401
+    from official.core import exp_factory
+    exp = exp_factory.get_exp_config("fasterrcnn_resnetfpn_coco")
+    assert exp.task.init_checkpoint == zoo.get("fasterrcnn_resnet50_fpn_imagenet").url
+    assert exp.task.init_checkpoint_modules == "backbone" and not exp.task.model.include_mask
+
+
 def test_get_suggests_nearest():
     with pytest.raises(ZooError, match="did you mean retinanet_spinenet49_coco"):
         zoo.get("retinanet_spinenet49")
 
 
 def test_experiments_exist():
+    import official.vision.configs.maskrcnn  # noqa: F401
     import official.vision.configs.retinanet  # noqa: F401
     from official.core import exp_factory
     for e in zoo.ZOO:
@@ -519,3 +607,84 @@ def test_cli_select_prints_name_then_origin(tmp_path, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert out.strip() == "retinanet_mobilenetv2_coco"
     assert "measured on" in err and "another machine" in err
+
+
+# ---- Faster R-CNN through the zoo (issue 14) -------------------------------------------------
+def test_cli_select_across_architectures_says_which_ap_has_a_checkpoint(tmp_path, capsys):
+    from od.cli import main
+    from od.zoo_bench import write_speeds
+    speeds = write_speeds([_s("retinanet_mobilenetv2_coco", 20.0),
+                           _s("retinanet_resnet50_fpn_coco", 900.0),
+                           _s("fasterrcnn_resnet50_fpn_imagenet", 1500.0),
+                           _s("fasterrcnn_mobilenetv2_fpn_imagenet", 90.0)], tmp_path / "s.json")
+    sp = ["--speeds", str(speeds)]
+    assert main(["zoo", "select", "--max-latency-ms", "2000", *sp]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == "fasterrcnn_resnet50_fpn_imagenet"   # 42.3 > 36.8, both fit
+    assert "no COCO checkpoint published" in err and "Mask R-CNN R50-FPN" in err
+    ranked = err.split("best first:\n", 1)[1].splitlines()
+    assert [r.split()[1] for r in ranked] == ["fasterrcnn_resnet50_fpn_imagenet",
+                                              "retinanet_resnet50_fpn_coco",
+                                              "retinanet_mobilenetv2_coco"]
+    assert "no COCO checkpoint" in ranked[0] and "no COCO" not in ranked[1]
+    assert main(["zoo", "select", "--max-latency-ms", "2000", "--coco-checkpoint-only",
+                 *sp]) == 0
+    assert capsys.readouterr().out.strip() == "retinanet_resnet50_fpn_coco"
+    assert main(["zoo", "select", "--min-ap", "0", "--architecture", "retinanet", *sp]) == 0
+    assert capsys.readouterr().out.strip() == "retinanet_mobilenetv2_coco"
+    assert main(["zoo", "select", "--max-latency-ms", "500", "--architecture", "faster_rcnn",
+                 *sp]) == 2
+    assert "want of a published COCO AP: fasterrcnn_mobilenetv2_fpn_imagenet" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit) as ei:
+        main(["zoo", "select", "--min-ap", "1", "--architecture", "ssd", *sp])
+    assert ei.value.code == 2 and "invalid choice: 'ssd'" in capsys.readouterr().err
+
+
+def test_model_equals_frcnn_zoo_name_takes_its_config_and_backbone_checkpoint(
+        server, tmp_path, monkeypatch):
+    """`model=fasterrcnn_*_imagenet` builds the Faster R-CNN config with the ImageNet backbone as
+    a backbone checkpoint. The MobileNetV2 backbone is fetched from the 127.0.0.1 server (its zoo
+    URL pointed there) and restores into the Faster R-CNN backbone."""
+    from od import checkpoints, config
+    from od import download as dl_mod
+    from tests.conftest import CONFIGS, SHARED
+
+    cfg = config.load(CONFIGS / "retinanet_mobilenetv2_fpn_256.yaml",
+                      overrides=["model=fasterrcnn_resnet50_fpn_imagenet"])
+    ref = config.load(CONFIGS / "fasterrcnn_resnet50_fpn_coco.yaml")
+    assert cfg.model == ref.model and cfg.model.architecture == "faster_rcnn"
+    assert cfg.train.fine_tune_checkpoint == "fasterrcnn_resnet50_fpn_imagenet"
+    assert cfg.train.fine_tune_checkpoint_type == "backbone"
+
+    name = "fasterrcnn_mobilenetv2_fpn_imagenet"
+    cfg = config.load(overrides=[f"model={name}", "model.num_classes=4"])
+    ref = config.load(CONFIGS / "fasterrcnn_mobilenetv2_fpn_256.yaml",
+                      overrides=["model.num_classes=4"])
+    assert cfg.model == ref.model
+    assert (cfg.train.fine_tune_checkpoint, cfg.train.fine_tune_checkpoint_type) == (name,
+                                                                                     "backbone")
+    exp = config.to_experiment(cfg)
+    assert type(exp.task).__name__ == "MaskRCNNTask"
+    assert exp.task.init_checkpoint == name and exp.task.init_checkpoint_modules == ["backbone"]
+
+    weights = SHARED / "weights" / "mobilenet_v2_1.0_imagenet"
+    if not weights.is_dir():
+        pytest.skip("../shared is not present")
+    for suffix in (".index", ".data-00000-of-00001"):
+        server.files[f"/mnv2/ckpt-180648{suffix}"] = \
+            (weights / f"mobilenet_v2_1.0_imagenet{suffix}").read_bytes()
+    entry = dataclasses.replace(zoo.get(name), url=server.url + "/mnv2/ckpt-180648")
+    monkeypatch.setattr(dl_mod, "get", lambda n: entry if n == name else zoo.get(n))
+    monkeypatch.setenv(dl_mod.CACHE_ENV, str(tmp_path / "cache"))
+    prefix = checkpoints.resolve(name, progress=False)
+    assert prefix == str(tmp_path / "cache" / name / "ckpt-180648")
+    assert [p for p, _ in server.requests] == ["/mnv2/ckpt-180648.index",
+                                               "/mnv2/ckpt-180648.data-00000-of-00001"]
+    assert checkpoints.resolve(name, progress=False) == prefix and len(server.requests) == 2
+
+    import tensorflow as tf
+    from od import model as model_lib
+    small = config.set_key(cfg, "model.input_size", 64)
+    net = model_lib.build_model(small)
+    tf.train.Checkpoint(backbone=net.backbone).read(prefix).assert_existing_objects_matched()
