@@ -150,7 +150,7 @@ def start_server(export: Path, log: Path, *args) -> tuple[subprocess.Popen, int]
                                  "--port", "0", *args], stdout=o, stderr=e,
                                 stdin=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
-    deadline = time.time() + 300
+    deadline = time.time() + 900  # a loaded CPU can take minutes to import TF and load
     while time.time() < deadline and proc.poll() is None:
         text = out.read_text()
         if "od serve:" in text:
