@@ -18,8 +18,9 @@ image, "detection_scores", "detection_classes" (label-map ids), "detection_class
 "num_detections", "key" (if given)}]}`` (columnar: ``{"outputs": {name: [per instance]}}``).
 
 Dynamic batching: images wait in a bounded asyncio queue; one batcher task takes the first, then
-whatever else arrives within ``batch_timeout_ms`` (up to ``max_batch`` images) and runs them as
-one batch on the single model thread (never on the event loop). A full queue answers 503 at once.
+whatever else is queued, and waits up to ``batch_timeout_ms`` for more only while other requests
+are being read (a lone request runs at once), up to ``max_batch`` images, and runs them as one
+batch on the single model thread (never on the event loop). A full queue answers 503 at once.
 Errors are TF Serving's ``{"error": "..."}``: 400 bad request, 404 unknown model or path, 405 wrong
 method, 503 busy. SIGTERM: uvicorn stops accepting, in-flight requests finish, exit status 0.
 """
@@ -46,6 +47,9 @@ from od.serve_io import BadRequest, parse_predict, prediction
 
 FORMATS = ("saved_model", "tflite", "tflite_fp16", "tflite_int8")
 VERSION = "1"
+#: A request body up to this size that finds the model idle is parsed on the event loop
+#: (``make_app``).
+INLINE_PARSE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,8 @@ class Batcher:
         self.queue: asyncio.Queue = asyncio.Queue(queue_size)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="od-model")
         self.batches = self.images = 0  # run so far (GET /healthz)
+        self._arriving, self._changed = 0, asyncio.Event()  # requests being read (arriving())
+        self._running = False  # a batch is in the model thread
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     def submit(self, images: list[np.ndarray]) -> list[asyncio.Future]:
@@ -159,7 +165,24 @@ class Batcher:
         futures = [loop.create_future() for _ in images]
         for im, fut in zip(images, futures):
             self.queue.put_nowait((im, fut))
+        self._changed.set()
         return futures
+
+    @property
+    def idle(self) -> bool:
+        """No batch is running and none is waiting."""
+        return not self._running and self.queue.empty()
+
+    @contextlib.contextmanager
+    def arriving(self):
+        """Mark a request as being read and parsed while inside: a batch being formed waits for
+        its images (up to the timeout). With none arriving, a batch runs at once."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
+            self._changed.set()  # it may have left without submitting: stop waiting for it
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -171,16 +194,18 @@ class Batcher:
                     batch.append(self.queue.get_nowait())
                     continue
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or not self._arriving:  # nothing more is coming: run now
                     break
+                self._changed.clear()
                 try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                    await asyncio.wait_for(self._changed.wait(), remaining)
                 except asyncio.TimeoutError:
                     break
             batch = [(im, f) for im, f in batch if not f.done()]  # cancelled: client went away
             if not batch:
                 continue
             self.batches, self.images = self.batches + 1, self.images + len(batch)
+            self._running = True
             try:
                 dets = await loop.run_in_executor(self._executor, self.model.run,
                                                   [im for im, _ in batch])
@@ -192,6 +217,8 @@ class Batcher:
                 for (_, f), d in zip(batch, dets):
                     if not f.done():
                         f.set_result(d)
+            finally:
+                self._running = False
 
     async def close(self) -> None:
         self._task.cancel()
@@ -249,10 +276,16 @@ def make_app(model: BatchModel, config: ServeConfig, on_ready=None):
         if version is not None and version != VERSION:
             return error(404, f"Servable not found for request: version {version!r} of model "
                               f"{name!r}; the only version is {VERSION}.")
-        body = await body_of(request)
-        parsed = await run_in_threadpool(parse_predict, body, request.query_params.get("min_score"),
-                                         config.queue_size)
-        futures = state["batcher"].submit(parsed.images)
+        batcher = state["batcher"]
+        with batcher.arriving():
+            body = await body_of(request)
+            args = (body, request.query_params.get("min_score"), config.queue_size)
+            # With the model idle, a small body (a camera frame or two) is parsed right here: a hop
+            # to a worker thread and back costs more than decoding it, and nothing else waits for
+            # the loop. Under load, parsing goes to worker threads so the loop keeps batching.
+            parsed = (parse_predict(*args) if len(body) <= INLINE_PARSE_BYTES and batcher.idle
+                      else await run_in_threadpool(parse_predict, *args))
+            futures = batcher.submit(parsed.images)
         dets = await asyncio.gather(*futures)
         lm = model.label_map
         preds = [prediction(d.above(parsed.min_score), lm, k) for d, k in zip(dets, parsed.keys)]

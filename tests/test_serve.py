@@ -360,10 +360,11 @@ def test_batcher_batches_up_to_max_and_answers_busy_when_full():
 
     async def scenario():
         model = _FakeModel()
-        batcher = Batcher(model, max_batch=3, timeout_s=0.05, queue_size=4)
-        first = batcher.submit([np.full((2, 2, 3), 9, np.uint8)])
-        await asyncio.sleep(0.01)  # the batcher took it and waits 50 ms for more
-        futures = batcher.submit([np.full((2, 2, 3), v, np.uint8) for v in (1, 2)])
+        batcher = Batcher(model, max_batch=3, timeout_s=5, queue_size=4)
+        with batcher.arriving():  # another request is being read: the batch waits for it
+            first = batcher.submit([np.full((2, 2, 3), 9, np.uint8)])
+            await asyncio.sleep(0.01)  # the batcher took it and waits (at most 5 s) for more
+            futures = batcher.submit([np.full((2, 2, 3), v, np.uint8) for v in (1, 2)])
         await asyncio.sleep(0.1)  # batch [9, 1, 2] is now running (held by the gate)
         futures += batcher.submit([np.full((2, 2, 3), v, np.uint8) for v in (3, 4, 5, 6)])
         with pytest.raises(Busy, match="--queue-size"):
@@ -376,6 +377,35 @@ def test_batcher_batches_up_to_max_and_answers_busy_when_full():
     sizes, got, counts = asyncio.run(scenario())
     assert got == [9, 1, 2, 3, 4, 5, 6]
     assert sizes == [3, 3, 1] and counts == (3, 7)
+
+
+def test_batcher_runs_a_lone_request_without_waiting_for_the_timeout():
+    """Nothing else queued or being read: the batch runs at once, not after --batch-timeout-ms;
+    a request that was being read but never submitted (a bad request) ends the wait too."""
+    import asyncio
+
+    from od.serve import Batcher
+
+    async def scenario():
+        model = _FakeModel()
+        model.gate.set()
+        batcher = Batcher(model, max_batch=8, timeout_s=60, queue_size=8)
+        t = time.perf_counter()
+        alone = await asyncio.wait_for(asyncio.gather(*batcher.submit(
+            [np.full((2, 2, 3), 5, np.uint8)])), 30)
+        lone_s = time.perf_counter() - t
+        t = time.perf_counter()
+        with batcher.arriving():  # e.g. a request that turns out malformed (400)
+            futures = batcher.submit([np.full((2, 2, 3), 6, np.uint8)])
+            await asyncio.sleep(0.05)
+        got = await asyncio.wait_for(asyncio.gather(*futures), 30)
+        abandoned_s = time.perf_counter() - t
+        await batcher.close()
+        return alone + got, model.sizes, lone_s, abandoned_s
+
+    got, sizes, lone_s, abandoned_s = asyncio.run(scenario())
+    assert got == [5, 6] and sizes == [1, 1]
+    assert lone_s < 20 and abandoned_s < 20  # far below the 60 s timeout, even on a loaded CPU
 
 
 def test_parse_predict_forms_and_errors():
