@@ -9,7 +9,6 @@ from od.errors import AnnotationError
 from test_data_formats import CHESS, needs_chess
 
 
-# ---- COCO ------------------------------------------------------------------------------------
 def coco_doc(**over):
     doc = {"categories": [{"id": 0, "name": "animals", "supercategory": "none"},
                           {"id": 3, "name": "cat", "supercategory": "animals"},

@@ -8,7 +8,6 @@ from od.errors import AnnotationError
 from test_data_formats import RACCOON, beside, make_image, needs_raccoon, write_voc
 
 
-# ---- TFRecord --------------------------------------------------------------------------------
 @needs_raccoon
 def test_od_api_test_record_reads_back_box_for_box():
     import csv

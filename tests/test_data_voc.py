@@ -7,7 +7,6 @@ from od.errors import AnnotationError
 from test_data_formats import write_voc
 
 
-# ---- VOC -------------------------------------------------------------------------------------
 def test_voc_exact_normalised_box(tmp_path):
     write_voc(tmp_path, "a.jpg", objects=[("cat", 64, 64, 192, 192, 0, 0)])
     rec = voc.read(tmp_path).records[0]
