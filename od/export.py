@@ -18,9 +18,11 @@ Layout of ``EXPORT/`` (written atomically: the folder appears only when complete
     EXPORT/detect_tflite.py, EXPORT/labels.txt   (with any TFLite format) a runner that needs only
                                    numpy, Pillow and LiteRT (od.lite; no TensorFlow, no od)
     EXPORT/label_map.pbtxt, EXPORT/pipeline.yaml
-    EXPORT/export_check.json       max box/score difference of each format vs the checkpoint;
-                                   for TFLite, detections with score >= 0.3 matched by IoU (max
-                                   score difference, min IoU, tolerances: od.tflite.TOLERANCES)
+    EXPORT/export_check.json       each format vs the checkpoint, detections matched by class
+                                   and IoU (od.detections.compare): SavedModel and frozen graph,
+                                   the top 20 within 1e-3 in box and score; TFLite, detections
+                                   with score >= 0.3 (max score difference, min IoU, tolerances:
+                                   od.tflite.TOLERANCES)
 
 The SavedModel is Model Garden's serving ``DetectionModule`` saved by
 ``official.core.export_base.export``; the checkpoint is the run's newest.
