@@ -85,3 +85,81 @@ class GroundTruth:
                  else np.asarray(is_crowd, bool).reshape(-1))
         return cls(int(image_id), int(width), int(height), b,
                    np.asarray(class_ids, np.int32).reshape(-1), crowd, name)
+
+
+def _with_area(d: Detections) -> np.ndarray:
+    """bool [K]: the boxes of ``d`` with positive area (not clipped flat to an image edge)."""
+    return (d.boxes[:, 2] > d.boxes[:, 0]) & (d.boxes[:, 3] > d.boxes[:, 1])
+
+
+def _partner(iou: np.ndarray, same: np.ndarray) -> tuple[int, float]:
+    """(index, IoU) of the same-class detection of highest IoU; (-1, 0.0) if there is none."""
+    cand = np.where(same, iou, -1.0)
+    k = int(cand.argmax()) if cand.size else -1
+    return (k, float(cand[k])) if k >= 0 and cand[k] >= 0 else (-1, 0.0)
+
+
+def compare(reference: Detections, candidate: Detections, *, max_score_diff: float,
+            min_iou: float = 0.0, max_box_diff: float | None = None, min_score: float = 0.0,
+            top_k: int | None = None, nms_iou: float | None = None) -> dict:
+    """Whether two models' detections of one image agree (an exported model vs its checkpoint).
+
+    The detections checked are, on each side, the first ``top_k`` (all if None; detections are
+    sorted by score) with score >= ``min_score``. Each is paired with the same-class detection of
+    the other side (any score) of highest IoU (Model Garden ``box_ops.bbox_overlap``); without a
+    partner its IoU is 0, its score difference its whole score and its box difference 1. Boxes of
+    zero area (wholly outside the image, clipped to its edge) are left out on both sides.
+
+    With ``nms_iou`` (a class-agnostic NMS threshold, as TFLite's fast NMS), a reference detection
+    whose partner has IoU < ``min_iou`` but that overlaps (IoU > ``nms_iou``) a candidate detection
+    of another class scoring at least as high (less ``max_score_diff``) was removed by that NMS: it
+    is counted in ``suppressed_by_class_agnostic_nms`` and not compared.
+
+    Args:
+      reference, candidate: Detections of the same image (boxes yxyx normalised to [0, 1]).
+      max_score_diff: largest allowed score difference of a pair.
+      min_iou: smallest allowed IoU of a pair.
+      max_box_diff: largest allowed coordinate difference of a pair (normalised); None: no check.
+    Returns:
+      dict: ``num_above_min_score`` [reference, candidate], ``suppressed_by_class_agnostic_nms``,
+      ``max_score_diff``, ``min_matched_iou`` (1.0 when nothing was compared), ``max_box_diff``,
+      ``tolerance`` (the three limits) and ``ok`` (every pair within them).
+    """
+    from official.vision.ops import box_ops
+
+    ra, ca = _with_area(reference), _with_area(candidate)
+    ref = Detections(reference.boxes[ra], reference.scores[ra], reference.class_ids[ra])
+    got = Detections(candidate.boxes[ca], candidate.scores[ca], candidate.class_ids[ca])
+    rank_r, rank_c = np.flatnonzero(ra), np.flatnonzero(ca)  # index before the zero-area drop
+    limit = len(reference) + len(candidate) if top_k is None else top_k
+    iou = (box_ops.bbox_overlap(ref.boxes[None], got.boxes[None]).numpy()[0]
+           if len(ref) and len(got) else np.zeros((len(ref), len(got)), np.float32))
+    same = ref.class_ids[:, None] == got.class_ids[None]
+    ious, scores, boxes, suppressed = [], [], [], 0
+
+    def pair(i: int, j: int, v: float, own: float) -> None:
+        ious.append(v)
+        scores.append(abs(float(ref.scores[i] - got.scores[j])) if i >= 0 and j >= 0 else own)
+        boxes.append(float(np.abs(ref.boxes[i] - got.boxes[j]).max())
+                     if i >= 0 and j >= 0 else 1.0)
+
+    for i in np.flatnonzero((ref.scores >= min_score) & (rank_r < limit)):
+        j, v = _partner(iou[i], same[i])
+        if (nms_iou is not None and v < min_iou
+                and np.any(~same[i] & (iou[i] > nms_iou)
+                           & (got.scores >= ref.scores[i] - max_score_diff))):
+            suppressed += 1
+            continue
+        pair(i, j, v, float(ref.scores[i]))
+    for j in np.flatnonzero((got.scores >= min_score) & (rank_c < limit)):
+        i, v = _partner(iou[:, j], same[:, j])
+        pair(i, j, v, float(got.scores[j]))
+    score, iou_min, box = max(scores, default=0.0), min(ious, default=1.0), max(boxes, default=0.0)
+    return {"num_above_min_score": [int((reference.scores >= min_score).sum()),
+                                    int((candidate.scores >= min_score).sum())],
+            "suppressed_by_class_agnostic_nms": suppressed,
+            "max_score_diff": score, "min_matched_iou": iou_min, "max_box_diff": box,
+            "tolerance": {"max_score_diff": max_score_diff, "min_matched_iou": min_iou,
+                          "max_box_diff": max_box_diff},
+            "ok": bool(score <= max_score_diff and iou_min >= min_iou
+                       and (max_box_diff is None or box <= max_box_diff))}

@@ -18,9 +18,11 @@ Layout of ``EXPORT/`` (written atomically: the folder appears only when complete
     EXPORT/detect_tflite.py, EXPORT/labels.txt   (with any TFLite format) a runner that needs only
                                    numpy, Pillow and LiteRT (od.lite; no TensorFlow, no od)
     EXPORT/label_map.pbtxt, EXPORT/pipeline.yaml
-    EXPORT/export_check.json       max box/score difference of each format vs the checkpoint;
-                                   for TFLite, detections with score >= 0.3 matched by IoU (max
-                                   score difference, min IoU, tolerances: od.tflite.TOLERANCES)
+    EXPORT/export_check.json       each format vs the checkpoint, detections matched by class
+                                   and IoU (od.detections.compare): SavedModel and frozen graph,
+                                   the top 20 within 1e-3 in box and score; TFLite, detections
+                                   with score >= 0.3 (max score difference, min IoU, tolerances:
+                                   od.tflite.TOLERANCES)
 
 The SavedModel is Model Garden's serving ``DetectionModule`` saved by
 ``official.core.export_base.export``; the checkpoint is the run's newest.
@@ -35,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from od import atomic
+from od import detections
 from od import label_map as label_map_lib
 from od import layout
 from od import lite
@@ -44,7 +47,8 @@ from od.errors import ExportError
 
 FORMATS = ("saved_model", "frozen_graph", *tflite.FILES)
 SIGNATURES = {"image_tensor": "serving_default", "image_bytes": "serving_bytes"}
-_TOLERANCE = 1e-3
+_TOLERANCE = 1e-3  # max score and box-coordinate difference of a SavedModel/frozen graph
+_TOP_K = 20  # detections compared (each side's highest-scoring)
 
 
 def _sample_image(cfg) -> np.ndarray:
@@ -65,16 +69,18 @@ def _sample_image(cfg) -> np.ndarray:
     return rng.integers(0, 255, (cfg.model.input_size, cfg.model.input_size, 3), np.uint8)
 
 
-def _compare(name: str, ref: dict, got: dict) -> dict:
+def _compare(name: str, ref: dict, got: dict, width: int, height: int) -> dict:
+    """``od.detections.compare`` of the first ``_TOP_K`` detections of two output dicts (of one
+    image) within ``_TOLERANCE`` in score and box coordinates; their counts must also agree
+    unless both reach ``_TOP_K``."""
     n_ref, n_got = int(ref["num_detections"][0]), int(got["num_detections"][0])
-    k = min(n_ref, n_got, 20)
-    box = float(np.abs(np.asarray(ref["detection_boxes"])[0, :k] -
-                       np.asarray(got["detection_boxes"])[0, :k]).max(initial=0.0))
-    score = float(np.abs(np.asarray(ref["detection_scores"])[0, :k] -
-                         np.asarray(got["detection_scores"])[0, :k]).max(initial=0.0))
-    ok = box <= _TOLERANCE and score <= _TOLERANCE and (n_ref == n_got or k == 20)
-    return {"format": name, "num_detections": [n_ref, n_got], "max_box_diff": box,
-            "max_score_diff": score, "ok": ok}
+    c = detections.compare(Detections.from_outputs(ref, width, height),
+                           Detections.from_outputs(got, width, height),
+                           max_score_diff=_TOLERANCE, max_box_diff=_TOLERANCE, top_k=_TOP_K)
+    ok = c["ok"] and (n_ref == n_got or min(n_ref, n_got) >= _TOP_K)
+    return {"format": name, "num_detections": [n_ref, n_got], "max_box_diff": c["max_box_diff"],
+            "max_score_diff": c["max_score_diff"], "min_matched_iou": c["min_matched_iou"],
+            "ok": ok}
 
 
 _OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
@@ -166,16 +172,17 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
         ref = {k: v.numpy() for k, v in module.serve(tf.constant(image[None])).items()}
         loaded = tf.saved_model.load(str(tmp / layout.SAVED_MODEL_DIR))
         got = loaded.signatures["serving_default"](tf.constant(image[None]))
-        checks.append(_compare("saved_model", ref, {k: v.numpy() for k, v in got.items()}))
+        size = (image.shape[1], image.shape[0])
+        checks.append(_compare("saved_model", ref, {k: v.numpy() for k, v in got.items()}, *size))
         encoded = tf.io.encode_png(image)
         got = loaded.signatures["serving_bytes"](tf.reshape(encoded, [1]))
         checks.append(_compare("saved_model:serving_bytes", ref,
-                               {k: v.numpy() for k, v in got.items()}))
+                               {k: v.numpy() for k, v in got.items()}, *size))
         if "frozen_graph" in formats:
             _frozen_graph(module, tmp / layout.FROZEN_GRAPH_FILE)
             checks.append(_compare("frozen_graph", ref,
-                                   run_frozen_graph(tmp / layout.FROZEN_GRAPH_FILE, image)))
-        ref_det = Detections.from_outputs(ref, image.shape[1], image.shape[0])
+                                   run_frozen_graph(tmp / layout.FROZEN_GRAPH_FILE, image), *size))
+        ref_det = Detections.from_outputs(ref, *size)
         for fmt, path in tflite.write(cfg, ckpt, tmp, formats, calibration_images,
                                       params=params).items():
             checks.append(tflite.check(fmt, path, image, ref_det, cfg.model.nms_iou_threshold))

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from od import atomic
+from od import detections
 from od.detections import Detections
 from od.errors import ExportError
 
@@ -237,60 +238,22 @@ def write(cfg, checkpoint: str, folder: str | os.PathLike, formats,
     return written
 
 
-def _with_area(d: Detections) -> Detections:
-    """``d`` without boxes of zero area (outside the image, clipped to its edge)."""
-    keep = (d.boxes[:, 2] > d.boxes[:, 0]) & (d.boxes[:, 3] > d.boxes[:, 1])
-    return Detections(d.boxes[keep], d.scores[keep], d.class_ids[keep], d.width, d.height)
-
-
-def _partner(iou: np.ndarray, same: np.ndarray) -> tuple[int, float]:
-    """(index, IoU) of the same-class detection of highest IoU; (-1, 0.0) if there is none."""
-    cand = np.where(same, iou, -1.0)
-    k = int(cand.argmax()) if cand.size else -1
-    return (k, float(cand[k])) if k >= 0 and cand[k] >= 0 else (-1, 0.0)
-
-
 def compare(name: str, ref: Detections, got: Detections, min_score: float = CHECK_MIN_SCORE,
             nms_iou: float = 0.5) -> dict:
     """Match the confident detections of ``ref`` (SavedModel) and ``got`` (TFLite).
 
-    Each detection with score >= ``min_score`` in either model is paired with the same-class
-    detection of the other model (any score) of highest IoU (``box_ops.bbox_overlap``); the report
-    has the min IoU and max score difference over the pairs (IoU 0 without a partner) and ok =
-    both within ``TOLERANCES[name]``. A reference detection without a partner that overlaps (IoU >
-    ``nms_iou``, the run's NMS threshold) a TFLite detection of another class scoring at least as
-    high (less the score tolerance) was removed by TFLite's class-agnostic NMS: it is counted in
-    ``suppressed_by_class_agnostic_nms`` and not compared. Boxes of zero area (wholly outside the
-    image, clipped to its edge) are left out.
+    ``od.detections.compare`` with ``TOLERANCES[name]`` (max score difference, min IoU of matched
+    boxes): each detection with score >= ``min_score`` in either model is paired with the
+    same-class detection of the other model of highest IoU. A reference detection without a
+    partner that overlaps (IoU > ``nms_iou``, the run's NMS threshold) a TFLite detection of
+    another class scoring at least as high was removed by TFLite's class-agnostic NMS: counted in
+    ``suppressed_by_class_agnostic_nms`` and not compared. Boxes of zero area are left out.
+    Returns that report with ``format`` and ``min_score``.
     """
-    from official.vision.ops import box_ops
-
-    ref, got = _with_area(ref), _with_area(got)
     max_diff, min_iou = TOLERANCES[name]
-    iou = (box_ops.bbox_overlap(ref.boxes[None], got.boxes[None]).numpy()[0]
-           if len(ref) and len(got) else np.zeros((len(ref), len(got)), np.float32))
-    same = ref.class_ids[:, None] == got.class_ids[None]
-    ious, diffs, suppressed = [], [], 0
-    for i in np.flatnonzero(ref.scores >= min_score):
-        j, v = _partner(iou[i], same[i])
-        if v < min_iou and np.any(~same[i] & (iou[i] > nms_iou)
-                                  & (got.scores >= ref.scores[i] - max_diff)):
-            suppressed += 1
-            continue
-        ious.append(v)
-        diffs.append(abs(float(ref.scores[i] - got.scores[j])) if j >= 0 else float(ref.scores[i]))
-    for j in np.flatnonzero(got.scores >= min_score):
-        i, v = _partner(iou[:, j], same[:, j])
-        ious.append(v)
-        diffs.append(abs(float(ref.scores[i] - got.scores[j])) if i >= 0 else float(got.scores[j]))
-    score, iou_min = max(diffs, default=0.0), min(ious, default=1.0)
     return {"format": name, "min_score": min_score,
-            "num_above_min_score": [int((ref.scores >= min_score).sum()),
-                                    int((got.scores >= min_score).sum())],
-            "suppressed_by_class_agnostic_nms": suppressed,
-            "max_score_diff": score, "min_matched_iou": iou_min,
-            "tolerance": {"max_score_diff": max_diff, "min_matched_iou": min_iou},
-            "ok": score <= max_diff and iou_min >= min_iou}
+            **detections.compare(ref, got, max_score_diff=max_diff, min_iou=min_iou,
+                                 min_score=min_score, nms_iou=nms_iou)}
 
 
 def check(name: str, path: str | os.PathLike, image: np.ndarray, ref: Detections,

@@ -1,17 +1,14 @@
-"""Duplicates, class balance, splits, shards, inspect, the CLI, and the real datasets."""
+"""Data tools through convert and the CLI (byte duplicates, shards, workers) and the real datasets.
+Each tool alone: tests/test_data_{duplicates,balance,split,inspect}.py."""
 from __future__ import annotations
 
-import json
-from collections import Counter
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from od.cli import main
-from od.data import balance, duplicates, split, tfrecord
+from od.data import duplicates, tfrecord
 from od.data.convert import convert
-from od.data.inspect import PLOTS, inspect
 from od.data.records import ImageAnnotation, ObjectBox
 from test_data_formats import (CHESS, RACCOON, beside, make_image, needs_chess,
                                needs_raccoon, write_voc)
@@ -20,20 +17,6 @@ from test_data_formats import (CHESS, RACCOON, beside, make_image, needs_chess,
 def rec(name: str, *labels: str, split_=None) -> ImageAnnotation:
     return ImageAnnotation(Path(name), 10, 10,
                            tuple(ObjectBox(0, 0, 1, 1, lab) for lab in labels), split=split_)
-
-
-# ---- duplicates ------------------------------------------------------------------------------
-def test_duplicates_by_decoded_pixels_across_formats(tmp_path):
-    img = Image.effect_noise((32, 24), 50).convert("RGB")
-    img.save(tmp_path / "a.png")
-    img.save(tmp_path / "b.bmp")  # same pixels, different file and format
-    make_image(tmp_path / "c.jpg", (32, 24))
-    recs = [ImageAnnotation(tmp_path / n, 32, 24) for n in ("a.png", "b.bmp", "c.jpg")]
-    groups = duplicates.find_duplicates(recs, workers=1)
-    assert groups == [[0, 1]]
-    kept, removed = duplicates.remove_duplicates(recs, groups)
-    assert [r.image_path.name for r in kept] == ["a.png", "c.jpg"]
-    assert removed[0]["reason"] == "duplicate" and "a.png" in removed[0]["message"]
 
 
 def test_convert_reports_byte_duplicates_and_removes_with_dedupe(tmp_path):
@@ -50,45 +33,7 @@ def test_convert_reports_byte_duplicates_and_removes_with_dedupe(tmp_path):
     assert sum(s.images.values()) == 2
 
 
-# ---- balance ---------------------------------------------------------------------------------
-def test_class_balance_report():
-    b = balance.class_balance([rec("a", "cat", "cat", "dog"), rec("b", "cat"), rec("n")])
-    assert b["classes"] == {"cat": {"images": 2, "boxes": 3}, "dog": {"images": 1, "boxes": 1}}
-    assert b["negative_images"] == 1 and b["imbalance"] == 2.0
-
-
-def test_undersample_to_the_smallest_class_is_deterministic():
-    recs = [rec(f"c{k}", "cat") for k in range(10)] + [rec(f"d{k}", "dog") for k in range(3)] \
-        + [rec(f"n{k}") for k in range(5)]
-    kept, dropped = balance.undersample(recs, seed=1)
-    counts = Counter(lab for r in kept for lab in r.labels)
-    assert counts == {"cat": 3, "dog": 3} and sum(not r.boxes for r in kept) == 3
-    assert len(dropped) == 9 and dropped[0]["reason"] == "balance_undersample"
-    assert kept == balance.undersample(recs, seed=1)[0]
-    assert balance.undersample([], seed=0) == ([], [])
-
-
-# ---- splits ----------------------------------------------------------------------------------
-def test_split_default_is_80_10_10_deterministic_and_stratified():
-    recs = [rec(f"c{k}", "cat") for k in range(80)] + [rec(f"d{k}", "dog") for k in range(20)]
-    a = split.assign_splits(recs, seed=3)
-    assert a == split.assign_splits(recs, seed=3)
-    assert Counter(r.split for r in a) == {"train": 80, "val": 10, "test": 10}
-    dogs = Counter(r.split for r in a if r.labels == ["dog"])
-    assert dogs == {"train": 16, "val": 2, "test": 2}
-    assert [r.split for r in a] != [r.split for r in split.assign_splits(recs, seed=4)]
-
-
-def test_split_honours_given_splits_and_rejects_bad_ratios():
-    recs = [rec("a", "cat", split_="test")] + [rec(f"c{k}", "cat") for k in range(9)]
-    a = split.assign_splits(recs, "1,0,0")
-    assert a[0].split == "test" and {r.split for r in a[1:]} == {"train"}
-    with pytest.raises(Exception, match="sum to 1"):
-        split.parse_ratios("0.5,0.1")
-    assert split.assign_splits([]) == []
-
-
-# ---- shards, inspect, CLI --------------------------------------------------------------------
+# ---- shards, CLI -------------------------------------------------------------------------
 def _small_set(tmp_path, n=6):
     for k in range(n):
         make_image(tmp_path / "src" / f"i{k}.jpg", (64, 48), color=(k * 30, 10, 10))
@@ -104,19 +49,6 @@ def test_shards_sized_by_bytes_with_parallel_workers(tmp_path):
     assert len(shards) >= 2 and shards[0] == f"train-00000-of-{len(shards):05d}.tfrecord"
     assert len(tfrecord.read(tmp_path / "out")) == 6
     assert not [p for p in (tmp_path).iterdir() if p.name.startswith(".")]  # no temporaries
-
-
-def test_inspect_writes_summary_and_plots(tmp_path):
-    src = _small_set(tmp_path)
-    convert(src, tmp_path / "tf", workers=1)
-    s = inspect(tmp_path / "tf", samples=4)
-    assert s["images"] == 6 and s["boxes"] == 6
-    assert s["class_balance"]["classes"]["cat"] == {"images": 3, "boxes": 3}
-    assert s["box_width_px"]["median"] == 32.0 and s["box_aspect_w_over_h"]["max"] == round(32 / 22, 3)
-    for name in PLOTS:
-        assert (tmp_path / "tf" / "inspect" / name).read_bytes()[:4] == b"\x89PNG"
-    s2 = inspect(src, tmp_path / "i2", format="voc")
-    assert s2["images"] == 6 and json.loads((tmp_path / "i2" / "summary.json").read_text())
 
 
 def test_cli_convert_and_inspect(tmp_path, capsys):

@@ -1,10 +1,8 @@
-"""od/layout.py (run and export folder names, which checkpoint of a run) and od/checkpoints.py
-(every kind of checkpoint source becomes one prefix)."""
-import tarfile
-
+"""od/layout.py: run and export folder names, which checkpoint of a run (checkpoint sources:
+tests/test_checkpoints.py)."""
 import pytest
 
-from od import checkpoints, layout
+from od import layout
 from od.errors import CheckpointError
 
 
@@ -42,25 +40,3 @@ def test_run_checkpoint_best_latest_and_path(tmp_path):
         layout.latest_checkpoint(tmp_path / "empty")
 
 
-def test_checkpoint_sources(tmp_path):
-    prefix = _save(tmp_path / "run", 2)
-    assert checkpoints.resolve("") == ""
-    assert checkpoints.resolve(tmp_path / "run") == prefix          # folder → its state file
-    assert checkpoints.resolve(prefix) == prefix                    # prefix as given
-    with pytest.raises(CheckpointError, match="neither a checkpoint folder"):
-        checkpoints.resolve(tmp_path / "missing", what="train.fine_tune_checkpoint")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="holds no TensorFlow checkpoint"):
-        checkpoints.resolve(tmp_path / "empty")
-
-
-def test_checkpoint_source_tarball_and_file_url(tmp_path, monkeypatch):
-    monkeypatch.setenv("OD_CACHE_DIR", str(tmp_path / "cache"))
-    prefix = _save(tmp_path / "src" / "model", 1)
-    tar = tmp_path / "model.tar.gz"
-    with tarfile.open(tar, "w:gz") as t:
-        t.add(tmp_path / "src" / "model", arcname="model")
-    got = checkpoints.resolve(tar, progress=False)
-    assert got.endswith("model/ckpt-1") and str(tmp_path / "cache") in got
-    assert checkpoints.resolve(tar.as_uri(), progress=False).endswith("model/ckpt-1")
-    assert prefix.endswith("ckpt-1")
