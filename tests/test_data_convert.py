@@ -15,7 +15,7 @@ from PIL import Image
 
 from od import boxes as box_lib
 from od import synthetic
-from od.data import shards, tfrecord, voc
+from od.data import parallel, shards, tfrecord, voc
 from od.data.convert import InvalidDataError, _clean, convert
 from od.data.records import ImageAnnotation, ObjectBox
 from od.data.tfrecord_io import iter_records, write_records
@@ -155,3 +155,21 @@ def test_shard_parts_join_into_the_records_in_order(tmp_path):
     shards.join(parts, tmp_path / "shard")
     assert list(iter_records(tmp_path / "shard")) == records
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shard"]
+
+
+def test_devkit_splits_survive_parsing_in_workers(tmp_path):
+    raw = synthetic.generate(tmp_path / "raw", 90, size=(40, 32), seed=4)
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (raw / "annotations").rename(kit / "Annotations")
+    (raw / "images").rename(kit / "JPEGImages")
+    stems = sorted(p.stem for p in (kit / "Annotations").iterdir())
+    (kit / "ImageSets" / "Main").mkdir(parents=True)
+    (kit / "ImageSets" / "Main" / "val.txt").write_text("\n".join(stems[5::4]) + "\n")
+    (kit / "ImageSets" / "Main" / "test.txt").write_text("\n".join(stems[7::9]) + "\n")
+    one = voc.read(kit)
+    with parallel.Pool(2) as pool:
+        two = voc.read(kit, pool=pool)
+    assert one == two
+    val_only = set(stems[5::4]) - set(stems[7::9])  # a stem in both lists is test (listed last)
+    assert {Path(r.source).stem for r in two.records if r.split == "val"} == val_only

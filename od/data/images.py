@@ -143,7 +143,7 @@ def encode_for_training(path: str | os.PathLike, data: bytes | None = None, *,
       ImageError: missing, unreadable, truncated or undecodable file, or a decompression bomb;
         the message names ``path``.
     """
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     data = read_bytes(path) if data is None else data
     img = _open(path, data)
     orientation = _orientation(img)

@@ -152,7 +152,7 @@ def read_file(xml_path: str | os.PathLike, images_dir: str | os.PathLike) -> Ima
         from the image file (its stored pixels; ``size_from_image`` is set).
       UnsafePathError: ``<filename>`` escapes ``images_dir``.
     """
-    path = Path(xml_path)
+    path = xml_path if isinstance(xml_path, Path) else Path(xml_path)
     source = str(path)
     root = parse_xml(path)
     if root.tag != "annotation":
