@@ -12,13 +12,16 @@ in it is complete::
 
 ``to='voc' | 'coco' | 'csv' | 'automl'`` writes that format's layout instead of the shards (see
 each module's ``write``), with the images as training will see them, plus the label map and
-summary. Shards are sized by bytes (``shard_bytes``, default 100 MB of image data) and written by
-parallel 'spawn' worker processes, each encoding and validating its own images; the workers never
-import TensorFlow.
+summary. Shards are sized by bytes (``shard_bytes``, default 100 MB of image data). With more
+than one worker, one ``od.data.parallel.Pool`` of 'spawn' processes serves the whole run, the
+calling process working alongside: VOC files are parsed there in chunks, then each shard's images
+are encoded and validated in chunks (``od.data.convert_work``), each chunk written to a part file
+that is joined, in order, into its shard as soon as the shard's parts are done. The result is the
+same as with one process. The workers never import TensorFlow.
 """
 from __future__ import annotations
 
-import math
+import contextlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,12 +34,13 @@ from od import label_map as label_map_lib
 from od.data import automl, coco, duplicates, guards, parallel, tfrecord, voc
 from od.data import balance as balance_lib
 from od.data import csv as csv_reader
-from od.data.images import encode_for_training
+from od.data import shards as shards_lib
+from od.data.convert_work import encode_chunk
 from od.data.records import SPLITS, ImageAnnotation, ReadResult
 from od.data.split import DEFAULT_RATIOS, assign_splits
 from od.data.tfrecord import shard_name
-from od.data.validate import Problem, check_boxes
-from od.errors import ImageError, MissingImageError, OdError
+from od.data.validate import BOX_POLICIES, Problem, check_boxes
+from od.errors import LabelMapError, OdError
 from od.layout import label_map_path
 
 READERS = {
@@ -59,6 +63,10 @@ TARGETS = ("tfrecord", *WRITERS)
 
 DEFAULT_SHARD_BYTES = 100 * 1024 * 1024
 _MAX_LISTED_PROBLEMS = 20
+_MOST_PER_JOB = 32
+"""Images per encoding job at most (a job of raccoon-sized images takes ~10 ms)."""
+_PRELOAD = ("od.data.voc", "od.data.convert_work")
+"""What every worker imports as it starts, while the calling process reads the annotations."""
 
 
 class InvalidDataError(OdError):
@@ -106,7 +114,8 @@ def _parse_source(entry) -> tuple[str | None, Path]:
     return None, Path(text)
 
 
-def read_annotations(annotations, format: str = "voc", images=None) -> ReadResult:
+def read_annotations(annotations, format: str = "voc", images=None, *, pool=None
+                     ) -> ReadResult:
     """Read one or more annotation sources of one format into a ReadResult.
 
     Args:
@@ -114,6 +123,7 @@ def read_annotations(annotations, format: str = "voc", images=None) -> ReadResul
         ``train=PATH``, ``val=PATH`` or ``test=PATH`` puts all its images in that split.
       format: a key of ``READERS``.
       images: images folder the annotation filenames are relative to.
+      pool: an ``od.data.parallel.Pool``: VOC files are parsed in it (same result).
     Raises:
       OdError: unknown format; the readers' AnnotationError / UnsafePathError.
     """
@@ -124,66 +134,13 @@ def read_annotations(annotations, format: str = "voc", images=None) -> ReadResul
     result = ReadResult([], [], [])
     for entry in entries:
         split, path = _parse_source(entry)
-        part = READERS[format](path, images)
+        part = (voc.read(path, images, pool=pool) if format == "voc" and pool is not None
+                else READERS[format](path, images))
         recs = part.records if split is None else [r.replace(split=split) for r in part.records]
         result.records.extend(recs)
         result.skipped.extend(part.skipped)
         result.class_names.extend(c for c in part.class_names if c not in result.class_names)
     return result
-
-
-def _encode_shard(args):
-    """Worker: encode and validate the job's images, then write them (a TFRecord shard, or image
-    files for the other targets). Returns ``(source_id, problem, reencoded, sha256, name)`` per
-    item, and the record with its boxes moved onto the upright image where EXIF asked for it
-    (else None)."""
-    import hashlib
-
-    target, path, items, verify, exif = args
-    examples, report = [], []
-    for source_id, record, class_ids, name in items:
-        try:
-            enc = encode_for_training(record.image_path, record.image_data, verify=verify)
-        except ImageError as e:
-            reason = "missing_image" if isinstance(e, MissingImageError) else "undecodable_image"
-            report.append((source_id, Problem(reason, str(e)), "", "", name, None))
-            continue
-        record, problem, moved = guards.place_boxes(record, enc, exif)
-        if problem:
-            report.append((source_id, problem, "", "", name, None))
-            continue
-        if Path(name).suffix.lower() not in (".jpg", ".jpeg"):  # stored bytes are JPEG
-            name = str(Path(name).with_suffix(".jpg"))
-        if target == "tfrecord":
-            ex = tfrecord.make_example(record, enc.data, enc.format, class_ids, source_id, name)
-            digest = ex.features.feature[tfrecord.KEY_SHA256].bytes_list.value[0].decode()
-            examples.append(ex.SerializeToString())
-        else:
-            digest = hashlib.sha256(enc.data).hexdigest()
-            out = Path(path) / name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(enc.data)
-        report.append((source_id, None, enc.reencoded, digest, name, record if moved else None))
-    if target == "tfrecord":
-        tfrecord.write_shard(path, examples)
-    return report
-
-
-def _plan_shards(records: list[tuple], shard_bytes: int, min_shards: int) -> list[list]:
-    sizes = []
-    for _, r, _, _ in records:
-        if r.image_data is not None:
-            sizes.append(len(r.image_data))
-            continue
-        try:
-            sizes.append(os.path.getsize(r.image_path))
-        except OSError:
-            sizes.append(0)
-    n = max(1, math.ceil(sum(sizes) / shard_bytes), min(min_shards, len(records)))
-    shards = [[] for _ in range(n)]
-    for k, item in enumerate(records):
-        shards[k % n].append(item)
-    return shards
 
 
 def _unique_names(records: list[ImageAnnotation]) -> list[str]:
@@ -200,14 +157,43 @@ def _unique_names(records: list[ImageAnnotation]) -> list[str]:
     return names
 
 
+def _clean(record: ImageAnnotation, lm, known: dict[str, bool]) -> bool:
+    """True when ``check_boxes(record, lm, ...)`` would return ``record`` unchanged with no
+    problem and no fix, whatever the policy: every box finite, inside [0, 1] with a positive
+    size, none repeated, every label in ``lm`` (``known`` caches the answers by label). The
+    common case, checked without check_boxes' per-box messages."""
+    seen = set()
+    for b in record.boxes:
+        if not (0.0 <= b.ymin < b.ymax <= 1.0 and 0.0 <= b.xmin < b.xmax <= 1.0):
+            return False
+        key = (b.label, b.ymin, b.xmin, b.ymax, b.xmax)
+        if key in seen:
+            return False
+        seen.add(key)
+        if b.label not in known:
+            try:
+                known[b.label] = bool(lm.id_of(b.label))
+            except LabelMapError:
+                known[b.label] = False
+        if not known[b.label]:
+            return False
+    return True
+
+
 def _prepare(read: ReadResult, lm, *, box_policy, dedupe, balance_policy, split, seed, workers):
     """Validate boxes, dedupe, balance and split; returns (records, skipped, problems, fixes,
     duplicates report or None, removed report)."""
     skipped = [{"item": s.item, "reason": s.reason, "message": s.reason} for s in read.skipped]
     fixes: Counter = Counter()
     problems: list[Problem] = []
-    checked = []
+    checked, known = [], {}
+    fast = box_policy in BOX_POLICIES and bool(read.records)
+    if fast:  # the counts of a record check_boxes leaves as it is: every key, 0
+        fixes.update(check_boxes(ImageAnnotation(Path(), 1, 1), None, box_policy)[2])
     for r in read.records:
+        if fast and _clean(r, lm, known):
+            checked.append(r)
+            continue
         fixed, probs, counts = check_boxes(r, lm, box_policy)
         fixes.update(counts)
         if probs:
@@ -283,96 +269,140 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
     guards.check_options(shard_bytes=shard_bytes, workers=workers, split=split, exif=exif,
                          verify=verify)
     out = Path(out)
-    read = read_annotations(annotations, format, images)
-    guards.check_not_empty(read, guards.first_source(annotations), bool(label_map))
-    lm = (label_map_lib.read(label_map) if label_map
-          else label_map_lib.LabelMap.from_names(sorted(read.class_names)))
-    guards.check_case_clashes(read.records, set(lm.names) if label_map else None)
     workers = workers or os.cpu_count() or 1
-    checked, skipped, problems, fixes, dup_report, removed = _prepare(
-        read, lm, box_policy=box_policy, dedupe=dedupe, balance_policy=balance, split=split,
-        seed=seed, workers=workers)
-
-    jobs, by_id = [], {}
-    summary = ConvertSummary(out)
-    names = _unique_names(checked) if to != "tfrecord" else [r.image_path.name for r in checked]
-    with atomic.atomic_path(out) as tmp:
-        tmp.mkdir(parents=True)
-        for sp in SPLITS:
-            items = [(k + 1, r, [lm.id_of(b.label) for b in r.boxes], names[k])
-                     for k, r in enumerate(checked) if r.split == sp]
-            by_id.update({it[0]: it[1] for it in items})
-            if not items:
-                continue
-            shards = _plan_shards(items, shard_bytes, workers if len(items) >= 64 else 1)
-            if to == "tfrecord":
-                files = [shard_name(sp, i, len(shards)) for i in range(len(shards))]
-                summary.shards[sp] = files
-                jobs.extend(("tfrecord", tmp / n, s, verify, exif)
-                            for n, s in zip(files, shards))
-            else:
-                folder = tmp / WRITERS[to].image_folder(sp)
-                jobs.extend((to, folder, s, verify, exif) for s in shards)
-        reports = _run_jobs(jobs, workers, progress)
-        reencoded, digests, written = 0, {}, []
-        fixes["size_from_image"] = sum(r.size_from_image for r in checked)
-        fixes["exif_boxes_rotated"] = 0
-        for report in reports:
-            for sid, problem, why, digest, name, moved in report:
-                if moved is not None:
-                    by_id[sid] = moved
-                    fixes["exif_boxes_rotated"] += 1
-                rec = by_id[sid]
-                if problem:
-                    problems.append(problem)
-                    skipped.append({"item": str(rec.image_path), "reason": problem.reason,
-                                    "message": problem.message})
-                    continue
-                reencoded += bool(why)
-                digests[sid] = digest
-                if to != "tfrecord":
-                    folder = tmp / WRITERS[to].image_folder(rec.split)
-                    written.append((sid, rec.replace(image_path=folder / name, image_data=None)))
-                summary.images[rec.split] = summary.images.get(rec.split, 0) + 1
-                summary.negatives += not rec.boxes
-                for b in rec.boxes:
-                    per = summary.boxes_per_class.setdefault(b.label, {})
-                    per[rec.split] = per.get(rec.split, 0) + 1
-        if problems and not skip_invalid:
-            listed = "\n  ".join(p.message for p in problems[:_MAX_LISTED_PROBLEMS])
-            more = len(problems) - _MAX_LISTED_PROBLEMS
-            raise InvalidDataError(
-                f"{len(problems)} invalid item(s) in the annotations; nothing was written:\n  "
-                f"{listed}" + (f"\n  ... and {more} more" if more > 0 else "") +
-                "\nFix them, or pass --skip-invalid to leave them out (they are counted in "
-                "summary.json).")
-        if to != "tfrecord":
-            WRITERS[to].write([r for _, r in sorted(written, key=lambda x: x[0])], tmp, lm)
-        ids = sorted(digests)
-        groups = duplicates.groups_of([digests[i] for i in ids])
-        summary.duplicates = dup_report or duplicates.report(
-            [str(by_id[i].image_path) for i in ids], groups, "bytes")
-        summary.class_balance = balance_lib.class_balance(
-            [by_id[i] for i in ids])
-        summary.removed = removed
-        summary.skipped = skipped
-        summary.fixes = dict(fixes, reencoded_images=reencoded)
-        summary.notes = guards.notes({"fixes": summary.fixes})
-        summary.format, summary.to = format, to
-        label_map_lib.write(lm, label_map_path(tmp))
-        atomic.write_json(tmp / "summary.json", summary.to_json())
+    with parallel.Pool(workers, _PRELOAD) if workers > 1 else contextlib.nullcontext() as pool:
+        read = read_annotations(annotations, format, images, pool=pool)
+        guards.check_not_empty(read, guards.first_source(annotations), bool(label_map))
+        lm = (label_map_lib.read(label_map) if label_map
+              else label_map_lib.LabelMap.from_names(sorted(read.class_names)))
+        guards.check_case_clashes(read.records, set(lm.names) if label_map else None)
+        checked, skipped, problems, fixes, dup_report, removed = _prepare(
+            read, lm, box_policy=box_policy, dedupe=dedupe, balance_policy=balance, split=split,
+            seed=seed, workers=workers)
+        summary = ConvertSummary(out)
+        with atomic.atomic_path(out) as tmp:
+            tmp.mkdir(parents=True)
+            jobs, joins, by_id = _plan_jobs(checked, lm, tmp, to, summary, shard_bytes=shard_bytes,
+                                            workers=workers, pool=pool, verify=verify, exif=exif)
+            reports = _run_jobs(jobs, joins, pool, progress)
+            if pool is not None:
+                pool.check()
+            digests, written = _summarize(summary, reports, by_id, checked, problems, skipped,
+                                          fixes, tmp, to)
+            if problems and not skip_invalid:
+                listed = "\n  ".join(p.message for p in problems[:_MAX_LISTED_PROBLEMS])
+                more = len(problems) - _MAX_LISTED_PROBLEMS
+                raise InvalidDataError(
+                    f"{len(problems)} invalid item(s) in the annotations; nothing was written:"
+                    f"\n  {listed}" + (f"\n  ... and {more} more" if more > 0 else "") +
+                    "\nFix them, or pass --skip-invalid to leave them out (they are counted in "
+                    "summary.json).")
+            if to != "tfrecord":
+                WRITERS[to].write([r for _, r in sorted(written, key=lambda x: x[0])], tmp, lm)
+            ids = sorted(digests)
+            groups = duplicates.groups_of([digests[i] for i in ids])
+            summary.duplicates = dup_report or duplicates.report(
+                [str(by_id[i].image_path) for i in ids], groups, "bytes")
+            summary.class_balance = balance_lib.class_balance([by_id[i] for i in ids])
+            summary.removed = removed
+            summary.skipped = skipped
+            summary.notes = guards.notes({"fixes": summary.fixes})
+            summary.format, summary.to = format, to
+            label_map_lib.write(lm, label_map_path(tmp))
+            atomic.write_json(tmp / "summary.json", summary.to_json())
     return summary
 
 
-def _run_jobs(jobs: list, workers: int, progress: bool) -> list:
-    bar = tqdm(total=len(jobs), unit="shard", disable=not progress, desc="convert")
+def _plan_jobs(checked, lm, tmp: Path, to: str, summary: ConvertSummary, *, shard_bytes,
+               workers, pool, verify, exif) -> tuple[list, dict, dict]:
+    """The encoding jobs (``od.data.convert_work.encode_chunk``) of every split's shards, in
+    order; with a pool, each shard is cut into jobs of up to ``_MOST_PER_JOB`` images written to
+    part files. Returns (jobs, ``{index of a shard's last job: (its part files, the shard)}``,
+    ``{source_id: record}``); sets ``summary.shards``."""
+    names = _unique_names(checked) if to != "tfrecord" else [r.image_path.name for r in checked]
+    ids: dict[str, int] = {}
+
+    def class_ids(r: ImageAnnotation) -> list[int]:
+        return [ids.get(b.label) or ids.setdefault(b.label, lm.id_of(b.label)) for b in r.boxes]
+
+    per_job = pool.chunk_size(len(checked), _MOST_PER_JOB) if pool is not None else None
+    jobs, joins, by_id = [], {}, {}
+    for sp in SPLITS:
+        items = [(k + 1, r, class_ids(r), names[k]) for k, r in enumerate(checked)
+                 if r.split == sp]
+        by_id.update({it[0]: it[1] for it in items})
+        if not items:
+            continue
+        shards = shards_lib.plan(items, shard_bytes, workers if len(items) >= 64 else 1)
+        if to != "tfrecord":
+            folder = tmp / WRITERS[to].image_folder(sp)
+            jobs.extend((to, folder, c, verify, exif)
+                        for s in shards for c in shards_lib.chunks(s, per_job))
+            continue
+        files = [shard_name(sp, i, len(shards)) for i in range(len(shards))]
+        summary.shards[sp] = files
+        for name, shard in zip(files, shards):
+            chunks = shards_lib.chunks(shard, per_job)
+            if len(chunks) == 1:
+                jobs.append(("tfrecord", tmp / name, shard, verify, exif))
+                continue
+            parts = [tmp / shards_lib.PARTS / f"{name}.{i:05d}" for i in range(len(chunks))]
+            jobs.extend(("tfrecord", p, c, verify, exif) for p, c in zip(parts, chunks))
+            joins[len(jobs) - 1] = (parts, tmp / name)
+    if joins:
+        (tmp / shards_lib.PARTS).mkdir()
+    return jobs, joins, by_id
+
+
+def _run_jobs(jobs: list, joins: dict, pool, progress: bool) -> list:
+    """Run the jobs (in ``pool`` if given), joining each shard's parts as soon as they are all
+    written; returns the jobs' reports in order."""
+    bar = tqdm(total=sum(len(job[2]) for job in jobs), unit="image", disable=not progress,
+               desc="convert")
     try:
-        results = (parallel.imap(_encode_shard, jobs, min(workers, len(jobs)))
-                   if workers > 1 and len(jobs) > 1 else map(_encode_shard, jobs))
+        results = pool.map(encode_chunk, jobs) if pool is not None else map(encode_chunk, jobs)
         reports = []
-        for rep in results:
-            reports.append(rep)
-            bar.update()
+        for k, report in enumerate(results):
+            reports.append(report)
+            if k in joins:
+                shards_lib.join(*joins[k])
+            bar.update(len(jobs[k][2]))
+        if joins:
+            next(iter(joins.values()))[0][0].parent.rmdir()  # the part files' folder, now empty
         return reports
     finally:
         bar.close()
+
+
+def _summarize(summary: ConvertSummary, reports: list, by_id: dict, checked: list,
+               problems: list, skipped: list, fixes: Counter, tmp: Path, to: str
+               ) -> tuple[dict, list]:
+    """Count the jobs' reports into ``summary`` (images, negatives, boxes per class, fixes) and
+    ``problems``/``skipped``; returns (``{source_id: sha256}`` of the images written,
+    ``[(source_id, record as written)]`` for the non-TFRecord targets)."""
+    reencoded, digests, written = 0, {}, []
+    fixes["size_from_image"] = sum(r.size_from_image for r in checked)
+    fixes["exif_boxes_rotated"] = 0
+    for report in reports:
+        for sid, problem, why, digest, name, moved in report:
+            if moved is not None:
+                by_id[sid] = moved
+                fixes["exif_boxes_rotated"] += 1
+            rec = by_id[sid]
+            if problem:
+                problems.append(problem)
+                skipped.append({"item": str(rec.image_path), "reason": problem.reason,
+                                "message": problem.message})
+                continue
+            reencoded += bool(why)
+            digests[sid] = digest
+            if to != "tfrecord":
+                folder = tmp / WRITERS[to].image_folder(rec.split)
+                written.append((sid, rec.replace(image_path=folder / name, image_data=None)))
+            summary.images[rec.split] = summary.images.get(rec.split, 0) + 1
+            summary.negatives += not rec.boxes
+            for b in rec.boxes:
+                per = summary.boxes_per_class.setdefault(b.label, {})
+                per[rec.split] = per.get(rec.split, 0) + 1
+    summary.fixes = dict(fixes, reencoded_images=reencoded)
+    return digests, written

@@ -37,7 +37,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from od.errors import ImageError, MissingImageError
@@ -90,14 +89,14 @@ def _open(path: Path, data: bytes) -> Image.Image:
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
-    path = Path(path)
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
-        raise MissingImageError(f"{path}: image file not found. Check the images folder you gave and "
+        raise MissingImageError(f"{Path(path)}: image file not found. Check the images folder you gave and "
                          "the filename in the annotation.") from None
     except OSError as e:
-        raise ImageError(f"{path}: cannot read image ({e.strerror}).") from None
+        raise ImageError(f"{Path(path)}: cannot read image ({e.strerror}).") from None
 
 
 def probe(path: str | os.PathLike, upright: bool = True) -> tuple[int, int]:
@@ -144,7 +143,7 @@ def encode_for_training(path: str | os.PathLike, data: bytes | None = None, *,
       ImageError: missing, unreadable, truncated or undecodable file, or a decompression bomb;
         the message names ``path``.
     """
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     data = read_bytes(path) if data is None else data
     img = _open(path, data)
     orientation = _orientation(img)
@@ -191,6 +190,8 @@ _PLAIN = ("RGB", "L", "1", "CMYK", "YCbCr")
 
 def _to_8bit(img: Image.Image, path) -> Image.Image:
     """A 16-bit, 32-bit int or float grey image as 8-bit ``L`` (rules in the module doc)."""
+    import numpy as np  # here only: convert's workers need it for these rare images alone
+
     a = np.asarray(img)
     if img.mode in _SIXTEEN_BIT:
         a = a.astype(np.float64) / 257.0

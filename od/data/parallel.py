@@ -13,9 +13,15 @@ ends at once on Linux (``prctl(PR_SET_PDEATHSIG, SIGKILL)``, set as the worker s
 resource-tracker helper then sees its pipe close and exits too. So a killed ``od data convert``
 leaves no process behind; its hidden temporary output is removed by the next run
 (``od.atomic``).
+
+:class:`Pool` keeps one set of workers for every phase of a command (``od data convert`` parses
+the annotations and encodes the images in the same workers, so starting them is paid once), and
+lets the calling process work alongside them instead of waiting.
 """
 from __future__ import annotations
 
+import importlib
+import math
 import multiprocessing
 import os
 import sys
@@ -74,3 +80,94 @@ def imap(fn: Callable, items: Iterable, workers: int, chunksize: int = 1) -> Ite
             yield from pool.map(fn, items, chunksize=chunksize)
         except BrokenProcessPool:
             raise OdError(FIX) from None
+
+
+def _preload(modules: tuple[str, ...]) -> None:
+    """Worker job: import ``modules`` now (a worker imports a job's module when the job comes)."""
+    for name in modules:
+        importlib.import_module(name)
+
+
+def _call(fn: Callable, item) -> tuple[bool, object]:
+    try:
+        return True, fn(item)
+    except Exception as e:  # re-raised in order by Pool.map, as a worker's would be
+        return False, e
+
+
+class Pool:
+    """``workers`` spawn processes (module doc) kept for several ``map`` calls, with the calling
+    process taking part in the work.
+
+    Workers start when the pool is made, importing ``preload`` (module names) meanwhile, so the
+    caller can read its inputs while they start. ``map`` gives the jobs to the workers in order;
+    whenever the caller would wait for a result, it takes the last job no worker has begun and
+    computes it itself. So no core idles while the workers start, and a list of jobs ends with
+    the caller and the workers finishing together. Use it as a context manager: leaving it
+    cancels the jobs not begun and waits for the running ones.
+    """
+
+    def __init__(self, workers: int, preload: tuple[str, ...] = ()):
+        self.workers = workers
+        ctx = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                         initializer=_die_with_parent, initargs=(os.getpid(),))
+        try:
+            self._started = [self._pool.submit(_preload, tuple(preload)) for _ in range(workers)]
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def chunk_size(self, items: int, most: int, per_process: int = 8) -> int:
+        """Items per job so that each process (workers and caller) gets about ``per_process``
+        jobs, at most ``most`` items each: small jobs balance the load, large ones cost less
+        to hand out."""
+        return max(1, min(most, math.ceil(items / (per_process * (self.workers + 1)))))
+
+    def check(self) -> None:
+        """Raise OdError (the fix in ``FIX``) if a worker could not start. ``map`` raises it too
+        when a job of that worker is waited for; call this at the end, since the caller may
+        have done every job itself."""
+        for f in self._started:
+            try:
+                f.result()
+            except BrokenProcessPool:
+                raise OdError(FIX) from None
+
+    def map(self, fn: Callable, items: Iterable) -> Iterator:
+        """``fn(item)`` for each item, in order (module-level ``fn``, picklable items). The
+        first exception ``fn`` raises, in item order, propagates unchanged, as in a loop; a
+        worker that died is an OdError with ``FIX``."""
+        items = list(items)
+        try:
+            futures = [self._pool.submit(fn, item) for item in items]
+        except BrokenProcessPool:
+            raise OdError(FIX) from None
+        mine: dict[int, tuple[bool, object]] = {}
+        free, stealing = len(items), True  # jobs free[:] are the caller's (or begun by workers)
+        for k in range(len(items)):
+            while stealing and k < free and not futures[k].done():
+                if futures[free - 1].cancel():  # not begun: do it here
+                    free -= 1
+                    mine[free] = _call(fn, items[free])
+                else:  # workers take jobs in order: every earlier job is begun as well
+                    stealing = False
+            if k in mine:
+                ok, value = mine.pop(k)
+                if not ok:
+                    raise value
+                yield value
+                continue
+            try:
+                yield futures[k].result()
+            except BrokenProcessPool:
+                raise OdError(FIX) from None

@@ -12,13 +12,14 @@ XXE and "billion laughs" files are refused with an AnnotationError rather than e
 """
 from __future__ import annotations
 
+import math
 import os
+import threading
 from pathlib import Path
 
 from lxml import etree
 
 from od import atomic
-from od import boxes as box_lib
 from od.data import values
 from od.data.images import probe
 from od.data.paths import resolve_under
@@ -26,17 +27,25 @@ from od.data.records import ImageAnnotation, ObjectBox, ReadResult
 from od.errors import AnnotationError, ImageError
 
 _MAX_XML_BYTES = 10_000_000
+_local = threading.local()
 
 
 def _parser() -> etree.XMLParser:
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                           dtd_validation=False, huge_tree=False, remove_comments=True)
+    """The safe parser, one per thread (an lxml parser may be reused, but not by two threads at
+    once); building one per file cost more than parsing a small VOC file."""
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = etree.XMLParser(
+            resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
+            huge_tree=False, remove_comments=True)
+    return parser
 
 
 def parse_xml(path: Path) -> etree._Element:
     """Parse an annotation file safely. Raises AnnotationError on DTDs/entities or bad XML."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise AnnotationError(f"{path}: cannot read annotation ({e.strerror}).") from None
     if len(data) > _MAX_XML_BYTES:
@@ -61,8 +70,18 @@ def _dtd_error(path: Path) -> AnnotationError:
                            "block; VOC annotations never need one.")
 
 
-def _text(el, tag: str, path: Path, *, required: bool = True, default: str = "") -> str:
-    child = el.find(tag)
+def _children(el) -> dict:
+    """``{tag: first child element with that tag}`` (what ``el.find(tag)`` returns), built in
+    one pass: a VOC file is read with a dozen lookups, each ``find`` a path evaluation."""
+    first: dict = {}
+    for child in el:
+        first.setdefault(child.tag, child)
+    return first
+
+
+def _text(el, tag: str, path: Path, *, required: bool = True, default: str = "",
+          children: dict | None = None) -> str:
+    child = (_children(el) if children is None else children).get(tag)
     if child is None or child.text is None or not child.text.strip():
         if required:
             raise AnnotationError(f"{path}: missing <{tag}> in <{el.tag}>; every VOC annotation "
@@ -71,22 +90,26 @@ def _text(el, tag: str, path: Path, *, required: bool = True, default: str = "")
     return child.text.strip()
 
 
-def _number(el, tag: str, path: Path, where: str = "") -> float:
-    raw = _text(el, tag, path)
+def _number(el, tag: str, path: Path, where: str = "", children: dict | None = None) -> float:
+    raw = _text(el, tag, path, children=children)
     try:
         value = float(raw)
     except ValueError:
         raise AnnotationError(f"{where or path}: <{tag}> is {raw!r}, not a number.") from None
-    return values.finite(value, f"<{tag}>", where or str(path))
+    if not math.isfinite(value):
+        values.finite(value, f"<{tag}>", where or str(path))  # raises, naming the value
+    return value
 
 
-def _size(root, path: Path, filename: str, images_dir) -> tuple[int, int, bool]:
+def _size(root, path: Path, filename: str, images_dir, children: dict) -> tuple[int, int, bool]:
     """(width, height, taken_from_image): the ``<size>``, or the image's own size when
     ``<size>`` is missing or says 0 (LabelImg writes 0x0 when it could not read the image)."""
-    size = root.find("size")
-    raw = [None if size is None else (size.findtext(t) or "").strip() for t in ("width", "height")]
+    size = children.get("size")
+    of_size = {} if size is None else _children(size)
+    raw = [None if size is None else ("" if of_size.get(t) is None else of_size[t].text or ""
+                                      ).strip() for t in ("width", "height")]
     if all(r not in (None, "") for r in raw):
-        w, h = (_number(size, t, path, f"{path}: <size>") for t in ("width", "height"))
+        w, h = (_number(size, t, path, f"{path}: <size>", of_size) for t in ("width", "height"))
         if w != 0 and h != 0:
             wh = values.image_size(w, h, f"{path}: <size>")
             return wh[0], wh[1], False
@@ -101,9 +124,16 @@ def _size(root, path: Path, filename: str, images_dir) -> tuple[int, int, bool]:
     return w, h, True
 
 
-def _flag(el, tag: str) -> bool:
-    child = el.find(tag)
+def _flag(children: dict, tag: str) -> bool:
+    child = children.get(tag)
     return child is not None and (child.text or "").strip() in ("1", "true", "True")
+
+
+def _normalised(xmin: float, ymin: float, xmax: float, ymax: float, width: int, height: int
+                ) -> tuple[float, float, float, float]:
+    """``od.boxes.from_pixels`` for one box without NumPy: the same float64 divisions
+    (``x / width``, ``y / height``), so the same values (tests/test_data_convert.py checks)."""
+    return ymin / height, xmin / width, ymax / height, xmax / width
 
 
 def read_file(xml_path: str | os.PathLike, images_dir: str | os.PathLike) -> ImageAnnotation:
@@ -122,27 +152,34 @@ def read_file(xml_path: str | os.PathLike, images_dir: str | os.PathLike) -> Ima
         from the image file (its stored pixels; ``size_from_image`` is set).
       UnsafePathError: ``<filename>`` escapes ``images_dir``.
     """
-    path = Path(xml_path)
+    path = xml_path if isinstance(xml_path, Path) else Path(xml_path)
+    source = str(path)
     root = parse_xml(path)
     if root.tag != "annotation":
         raise AnnotationError(f"{path}: root element is <{root.tag}>, expected <annotation> "
                               "(Pascal VOC).")
-    filename = _text(root, "filename", path)
-    width, height, from_image = _size(root, path, filename, images_dir)
+    children = _children(root)
+    filename = _text(root, "filename", path, children=children)
+    width, height, from_image = _size(root, path, filename, images_dir, children)
     boxes = []
-    for k, obj in enumerate(root.findall("object"), start=1):
-        where = f"{path}: <object> {k}"
-        bb = obj.find("bndbox")
+    k = 0
+    for obj in root.iterchildren("object"):
+        k += 1
+        where = f"{source}: <object> {k}"
+        of_obj = _children(obj)
+        bb = of_obj.get("bndbox")
         if bb is None:
-            raise AnnotationError(f"{where} ({_text(obj, 'name', path)!r}) has no <bndbox>.")
-        xmin, ymin, xmax, ymax = (_number(bb, t, path, where)
+            raise AnnotationError(f"{where} ({_text(obj, 'name', path, children=of_obj)!r}) has "
+                                  "no <bndbox>.")
+        of_bb = _children(bb)
+        xmin, ymin, xmax, ymax = (_number(bb, t, path, where, of_bb)
                                   for t in ("xmin", "ymin", "xmax", "ymax"))
-        boxes.append(ObjectBox(*box_lib.from_pixels((xmin, ymin, xmax, ymax), width, height),
-                               label=_text(obj, "name", path),
-                               difficult=_flag(obj, "difficult"),
-                               truncated=_flag(obj, "truncated")))
-    image_path = resolve_under(images_dir, filename, source=str(path))
-    return ImageAnnotation(image_path, width, height, tuple(boxes), source=str(path),
+        boxes.append(ObjectBox(*_normalised(xmin, ymin, xmax, ymax, width, height),
+                               label=_text(obj, "name", path, children=of_obj),
+                               difficult=_flag(of_obj, "difficult"),
+                               truncated=_flag(of_obj, "truncated")))
+    image_path = resolve_under(images_dir, filename, source=source)
+    return ImageAnnotation(image_path, width, height, tuple(boxes), source=source,
                            size_from_image=from_image)
 
 
@@ -169,8 +206,8 @@ def _devkit_splits(root: Path) -> dict[str, str]:
     return splits
 
 
-def read(annotations_dir: str | os.PathLike, images_dir: str | os.PathLike | None = None
-         ) -> ReadResult:
+def read(annotations_dir: str | os.PathLike, images_dir: str | os.PathLike | None = None,
+         *, pool=None) -> ReadResult:
     """Read every ``*.xml`` in ``annotations_dir`` (sorted by name, not recursive).
 
     A VOC devkit (``annotations_dir`` holds ``Annotations/``, ``JPEGImages/`` and
@@ -182,6 +219,8 @@ def read(annotations_dir: str | os.PathLike, images_dir: str | os.PathLike | Non
       annotations_dir: folder of VOC XML files, or a devkit folder.
       images_dir: folder of images; default: ``JPEGImages/`` of a devkit, else
         ``annotations_dir``.
+      pool: an ``od.data.parallel.Pool`` to parse the files in (chunks of files per job; the
+        result and the first error raised are those of reading them one by one), or None.
     Returns:
       ReadResult; boxes ``[ymin, xmin, ymax, xmax]`` normalised by each XML's ``<size>``.
     Raises:
@@ -201,14 +240,33 @@ def read(annotations_dir: str | os.PathLike, images_dir: str | os.PathLike | Non
     if not files:
         raise AnnotationError(f"{ann_dir}: no .xml files found; is this the Pascal VOC "
                               "annotations folder (--annotations)?")
-    records = [read_file(f, images_dir or ann_dir).replace(split=splits.get(f.stem))
-               for f in files]
+    images_dir = images_dir or ann_dir
+    if pool is None:
+        records = read_files((files, images_dir, splits))
+    else:
+        size = pool.chunk_size(len(files), most=64)
+        jobs = [(files[k:k + size], images_dir,
+                 {f.stem: splits[f.stem] for f in files[k:k + size] if f.stem in splits})
+                for k in range(0, len(files), size)]
+        records = [r for part in pool.map(read_files, jobs) for r in part]
     names: list[str] = []
     for r in records:
         for label in r.labels:
             if label not in names:
                 names.append(label)
     return ReadResult(records, names)
+
+
+def read_files(job: tuple) -> list[ImageAnnotation]:
+    """``read_file`` of each of ``job = (xml files, images folder, {stem: split})``, in order,
+    with the split its stem is listed under (None if none). A worker job of ``read``."""
+    files, images_dir, splits = job
+    records = []
+    for f in files:
+        r = read_file(f, images_dir)
+        split = splits.get(Path(f).stem) if splits else None
+        records.append(r if split is None else r.replace(split=split))
+    return records
 
 
 def image_folder(split: str) -> str:
@@ -218,6 +276,8 @@ def image_folder(split: str) -> str:
 
 def to_xml(record: ImageAnnotation, filename: str) -> bytes:
     """One VOC XML document for ``record``; box corners in pixels, rounded to integers."""
+    from od import boxes as box_lib  # NumPy: not needed by the readers (convert's workers)
+
     E = etree.Element
     root = E("annotation")
 
