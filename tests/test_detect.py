@@ -1,0 +1,79 @@
+"""od.detect: batched, pipelined ``detect_folder`` writes exactly what one image at a time does."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from od import detect
+from od.errors import ImageError, OdError
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    """The tiny run exported, and a folder of mixed images: 80x64 photos, some resized to 50x70
+    and 96x96, a grayscale PNG, an undecodable file, and two files of one stem (a.jpg, a.png)."""
+    from od import export
+
+    root, _ = tiny_run
+    out = tmp_path_factory.mktemp("detect")
+    export.export(root / "run", out / "export")
+    photos = sorted((root / "raw" / "images").iterdir())[:9]
+    folder = out / "mixed"
+    folder.mkdir()
+    for k, p in enumerate(photos):
+        im = Image.open(p).convert("RGB")
+        if k % 3 == 1:
+            im = im.resize((50, 70))
+        elif k == 5:
+            im = im.resize((96, 96))
+        im.save(folder / f"img{k}.jpg", quality=90)
+    Image.open(photos[0]).convert("L").save(folder / "grey.png")
+    Image.open(photos[1]).convert("RGB").save(folder / "a.jpg")
+    Image.open(photos[2]).convert("RGB").resize((50, 70)).save(folder / "a.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return out / "export", folder
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_batched_outputs_equal_one_image_at_a_time(exported, tmp_path):
+    export, folder = exported
+    kw = dict(min_score=0.0, voc=True, crops=True, progress=False)
+    one = detect.detect_folder(export, folder, tmp_path / "one", batch_size=1, workers=1, **kw)
+    many = detect.detect_folder(export, folder, tmp_path / "many", batch_size=4, workers=3, **kw)
+    assert many == one
+    assert [r["image"] for r in many["images"]] == sorted(
+        p.name for p in folder.iterdir() if p.name != "broken.jpg")  # file order kept
+    assert [s["image"] for s in many["skipped"]] == ["broken.jpg"] and many["skipped"][0]["reason"]
+    assert json.loads((tmp_path / "many" / "detections.json").read_text()) == many
+    assert _files(tmp_path / "many") == _files(tmp_path / "one")  # drawn images, csv, voc, crops
+    drawn = Image.open(tmp_path / "many" / "a.jpg")
+    assert drawn.size == (50, 70)  # a.png, the later of the two files of stem 'a', wins
+
+
+def test_detector_batch_is_exactly_per_image_calls(exported):
+    export, folder = exported
+    det = detect.Detector(export)
+    images = [detect.load_image(p) for p in sorted(folder.glob("img*.jpg"))]
+    same = [im for im in images if im.shape == images[0].shape]
+    assert len(same) >= 3
+    for got, want in zip(det.batch(same), [det(im) for im in same]):
+        assert (got.width, got.height) == (want.width, want.height)
+        for a, b in [(got.boxes, want.boxes), (got.scores, want.scores),
+                     (got.class_ids, want.class_ids)]:
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ImageError, match="one shape"):
+        det.batch(images[:2])
+
+
+def test_tiles_and_bad_batch_size(exported, tmp_path):
+    export, folder = exported
+    r = detect.detect_folder(export, folder, tmp_path / "tiles", min_score=0.0, tile=32,
+                             progress=False)
+    assert len(r["images"]) == 11 and [s["image"] for s in r["skipped"]] == ["broken.jpg"]
+    with pytest.raises(OdError, match="batch-size"):
+        detect.detect_folder(export, folder, tmp_path / "bad", batch_size=0, progress=False)
