@@ -6,10 +6,11 @@ photos of ../shared, 133 different sizes; repeated under new names when ``--n`` 
 - baseline, the TF Object Detection API tutorial's loop: for each file, PIL open → ``np.array``
   → the SavedModel's ``serving_default`` signature on a ``[1, H, W, 3]`` uint8 tensor → boxes
   with score >= ``--min-score`` drawn with ``PIL.ImageDraw`` → saved as JPEG (quality 92, as od);
-- ``od.detect_folder`` (what ``od detect`` runs): parallel decode ahead of the model, images of
-  one size batched (``--batch-size``), drawing/encoding/writing in the background;
-- ``od.detect_folder`` with ``batch_size=1`` (batching off), whose ``detections.json`` must equal
-  the batched one.
+- ``od.detect_folder`` (what ``od detect`` runs): images of one size batched (``--batch-size``);
+  with ``--workers`` threads (default ``od.detect.auto_workers()``: none on 2 cores), decoding
+  ahead of the model and drawing/encoding/writing in the background;
+- ``od.detect_folder`` with ``batch_size=1, workers=0``: one image after another, as before
+  batching; its ``detections.json`` must equal the batched one.
 
 Each timing covers the whole folder including loading the SavedModel (TensorFlow already
 imported); the three are interleaved for ``--repeats`` rounds and each one's best round is kept
@@ -127,13 +128,15 @@ def main() -> None:
     ap.add_argument("--min-score", type=float, default=0.05,
                     help="boxes drawn/kept (low: a briefly trained model scores low)")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="decode/write threads of od detect (default: od.detect.auto_workers())")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--workdir", type=Path, help="keep the work here (default: a temp folder)")
     a = ap.parse_args()
 
     import tensorflow as tf  # noqa: F401 - imported before any timing
 
-    from od.detect import detect_folder
+    from od.detect import auto_workers, detect_folder
 
     work = a.workdir or Path(tempfile.mkdtemp(prefix="bench_detect-"))
     try:
@@ -142,9 +145,11 @@ def main() -> None:
         files = sorted(folder.glob("*.jpg"))
         runs = {"tutorial loop": lambda o: tutorial_loop(export, files, o, a.min_score),
                 "od detect": lambda o: detect_folder(export, folder, o, min_score=a.min_score,
-                                                     progress=False, batch_size=a.batch_size),
+                                                     progress=False, batch_size=a.batch_size,
+                                                     workers=a.workers),
                 "od detect, batch 1": lambda o: detect_folder(
-                    export, folder, o, min_score=a.min_score, progress=False, batch_size=1)}
+                    export, folder, o, min_score=a.min_score, progress=False, batch_size=1,
+                    workers=0)}
         best: dict[str, float] = {}
         for r in range(a.repeats):
             for name, fn in runs.items():
@@ -163,7 +168,9 @@ def main() -> None:
                   "images": len(files), "sizes": a.sizes,
                   "distinct_sizes": len({__import__("PIL.Image").Image.open(f).size
                                          for f in files}),
-                  "batch_size": a.batch_size, "images_per_s": rate,
+                  "batch_size": a.batch_size,
+                  "workers": auto_workers() if a.workers is None else a.workers,
+                  "images_per_s": rate,
                   "ratio": round(rate["od detect"] / rate["tutorial loop"], 2),
                   "ratio_batch_1": round(rate["od detect, batch 1"] / rate["tutorial loop"], 2),
                   "batched_equals_unbatched": same}

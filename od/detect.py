@@ -160,6 +160,25 @@ def _run_detector(model, checkpoint: str | None):
     return None
 
 
+class _Inline:
+    """An executor without threads: ``submit`` runs the job at once in the calling thread."""
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as e:  # noqa: BLE001 - raised again by future.result(), as a pool's
+            future.set_exception(e)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _pool(workers: int, name: str):
+    return ThreadPoolExecutor(workers, thread_name_prefix=name) if workers > 0 else _Inline()
+
+
 def _decode(path: Path) -> tuple:
     """``(image, None)``, or ``(None, reason)`` for an unreadable or undecodable file."""
     try:
@@ -239,17 +258,24 @@ def _write_image(out: Path, path: Path, image: np.ndarray, det: Detections, recs
             atomic.write_bytes(out / "crops" / name, _jpeg(pil.crop(box)))
 
 
+def auto_workers() -> int:
+    """Decode/write threads for ``detect_folder`` on this machine: ``min(4, cores - 2)``, 0 on
+    2 cores or fewer, where TensorFlow's two threads use the cores and extra threads only
+    preempt them (measured: bench/bench_detect.py)."""
+    return max(0, min(4, (os.cpu_count() or 1) - 2))
+
+
 def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str | os.PathLike,
                   *, min_score: float = 0.5, voc: bool = False, crops: bool = False,
                   progress: bool = True, format: str = "saved_model",
                   overwrite: bool = False, tile: int = 0, tile_overlap: float = 0.2,
                   checkpoint: str | None = None, batch_size: int = BATCH_SIZE,
-                  workers: int = 0) -> dict:
+                  workers: int | None = None) -> dict:
     """Detect objects in every image of ``images`` (not recursive) and write ``out`` (module doc).
 
-    Images are decoded ``workers`` at a time ahead of the model, images of the same size run
-    through the SavedModel ``batch_size`` at a time, and the drawn images are encoded and
-    written in the background; the outputs are the same as one image after another.
+    Images of the same size run through the SavedModel ``batch_size`` at a time; with
+    ``workers`` images are decoded ahead of the model and drawn, encoded and written in the
+    background. The outputs are the same as one image after another.
 
     Args:
       model: export folder (or a SavedModel folder).
@@ -264,7 +290,8 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
         path (None: best when ``RUN/best/`` exists, else latest), run in memory.
       batch_size: images of one size per SavedModel call (1: one at a time; tiles, TFLite and
         run folders always run one at a time).
-      workers: threads that decode and that draw/encode/write (0: ``min(4, cores)``).
+      workers: threads that decode ahead, and threads that draw/encode/write, each; 0: none,
+        all in this thread, one image after another (None: ``auto_workers()``).
     Returns:
       The dict written to ``detections.json`` (``images`` and ``skipped``, module doc).
     Raises:
@@ -292,13 +319,12 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
     detector = _run_detector(model, checkpoint) or Detector(model, format)
     lm = detector.label_map
     outputs.start_output(out, "detect")
-    workers = int(workers) or min(4, os.cpu_count() or 1)
+    workers = auto_workers() if workers is None else max(0, int(workers))
     window = max(2 * int(batch_size), 2 * workers)  # images grouped by size per model pass
     results, rows, skipped, written = [], [], [], set()
     jobs: deque = deque()  # pending writes, oldest first
     last: dict[str, Future] = {}  # output name → the job that writes it last
-    decode_pool = ThreadPoolExecutor(workers, thread_name_prefix="od-decode")
-    write_pool = ThreadPoolExecutor(workers, thread_name_prefix="od-write")
+    decode_pool, write_pool = _pool(workers, "od-decode"), _pool(workers, "od-write")
     bar = tqdm(total=len(files), desc="detect", unit="img", disable=not progress)
     try:
         stream = _decoded(decode_pool, files, 2 * window)

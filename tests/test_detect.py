@@ -11,8 +11,9 @@ from od.errors import ImageError, OdError
 
 @pytest.fixture(scope="module")
 def exported(tiny_run, tmp_path_factory):
-    """The tiny run exported, and a folder of mixed images: 80x64 photos, some resized to 50x70
-    and 96x96, a grayscale PNG, an undecodable file, and two files of one stem (a.jpg, a.png)."""
+    """The tiny run exported, and a folder of mixed images: photos resized to 80x64 (5), 50x70
+    (3) and 96x96 (1), a grayscale PNG, an undecodable file, and two files of one stem
+    (a.jpg, a.png)."""
     from od import export
 
     root, _ = tiny_run
@@ -22,12 +23,8 @@ def exported(tiny_run, tmp_path_factory):
     folder = out / "mixed"
     folder.mkdir()
     for k, p in enumerate(photos):
-        im = Image.open(p).convert("RGB")
-        if k % 3 == 1:
-            im = im.resize((50, 70))
-        elif k == 5:
-            im = im.resize((96, 96))
-        im.save(folder / f"img{k}.jpg", quality=90)
+        size = (96, 96) if k == 5 else (50, 70) if k % 3 == 1 else (80, 64)
+        Image.open(p).convert("RGB").resize(size).save(folder / f"img{k}.jpg", quality=90)
     Image.open(photos[0]).convert("L").save(folder / "grey.png")
     Image.open(photos[1]).convert("RGB").save(folder / "a.jpg")
     Image.open(photos[2]).convert("RGB").resize((50, 70)).save(folder / "a.png")
@@ -43,7 +40,7 @@ def _files(folder):
 def test_batched_outputs_equal_one_image_at_a_time(exported, tmp_path):
     export, folder = exported
     kw = dict(min_score=0.0, voc=True, crops=True, progress=False)
-    one = detect.detect_folder(export, folder, tmp_path / "one", batch_size=1, workers=1, **kw)
+    one = detect.detect_folder(export, folder, tmp_path / "one", batch_size=1, workers=0, **kw)
     many = detect.detect_folder(export, folder, tmp_path / "many", batch_size=4, workers=3, **kw)
     assert many == one
     assert [r["image"] for r in many["images"]] == sorted(
