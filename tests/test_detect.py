@@ -74,3 +74,43 @@ def test_tiles_and_bad_batch_size(exported, tmp_path):
     assert len(r["images"]) == 11 and [s["image"] for s in r["skipped"]] == ["broken.jpg"]
     with pytest.raises(OdError, match="batch-size"):
         detect.detect_folder(export, folder, tmp_path / "bad", batch_size=0, progress=False)
+
+
+class _Fake:
+    """A detector whose one box encodes the image's first pixel; records its batch sizes."""
+
+    label_map = None
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, image):
+        return self.batch([image])[0]
+
+    def batch(self, images):
+        from od.detections import Detections
+        self.calls.append(len(images))
+        return [Detections.make([[0, 0, 1, 1]], [im[0, 0, 0] / 255], [1], im.shape[1],
+                                im.shape[0]) for im in images]
+
+
+def test_detect_all_groups_sizes_and_keeps_order():
+    sizes = [(4, 5), (6, 7), (4, 5), (4, 5), (6, 7), (4, 5), (4, 5)]
+    images = [np.full((*s, 3), k, np.uint8) for k, s in enumerate(sizes)]
+    fake = _Fake()
+    found = detect._detect_all(fake, images, 3, 0, 0.2)
+    assert [round(float(d.scores[0]) * 255) for d in found] == list(range(len(images)))
+    assert [(d.height, d.width) for d in found] == sizes
+    assert fake.calls == [3, 2, 2]  # (4, 5): 3 + 2 images, (6, 7): 2
+    fake.calls.clear()
+    detect._detect_all(fake, images, 1, 0, 0.2)
+    assert fake.calls == [1] * len(images)
+
+
+def test_inline_pool_runs_at_once_and_keeps_errors():
+    pool = detect._pool(0, "x")
+    assert pool.submit(lambda a, b: a + b, 2, 3).result() == 5
+    failed = pool.submit(detect.load_image, "/nonexistent/image.jpg")
+    with pytest.raises(ImageError, match="nonexistent"):
+        failed.result()
+    assert detect._decode(detect.Path("/nonexistent/image.jpg"))[1]
