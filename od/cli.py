@@ -193,6 +193,8 @@ def _add_model_commands(sub) -> None:
                    help="also detect on overlapping N-px tiles, merged by NMS (small objects in "
                         "large photos; e.g. N = the model's input size)")
     d.add_argument("--tile-overlap", type=float, default=0.2, help="tile overlap fraction")
+    d.add_argument("--batch-size", type=int, default=8, metavar="N",
+                   help="images of one size per model call (1: one at a time; default 8)")
     _add_output_options(d, "OUT/od.log")
     d.set_defaults(func=_detect)
 
@@ -316,7 +318,8 @@ def _detect(a) -> None:
     with logs.routed(os.path.join(a.out, "od.log"), a.verbose):
         r = detect_folder(a.model, a.images, a.out, min_score=a.min_score, voc=a.voc,
                           crops=a.crops, format=a.format, checkpoint=a.checkpoint,
-                          overwrite=a.overwrite, tile=a.tile, tile_overlap=a.tile_overlap)
+                          overwrite=a.overwrite, tile=a.tile, tile_overlap=a.tile_overlap,
+                          batch_size=a.batch_size)
     done = r["images"]
     print(f"{sum(len(x['detections']) for x in done)} boxes in {len(done)} images → {a.out}/")
     for s in r["skipped"]:

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +29,13 @@ import numpy as np
 from od import atomic
 from od import label_map as label_map_lib
 from od import layout
+from od import tiling
 from od.boxes import denormalize_to_xyxy
 from od.detections import Detections
 from od.errors import ExportError, ImageError, OdError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+BATCH_SIZE = 8  # images of one size per SavedModel call in detect_folder
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
@@ -103,6 +108,28 @@ class Detector:
         out = self._fn(tf.constant(image[None]))
         return Detections.from_outputs(out, image.shape[1], image.shape[0])
 
+    def batch(self, images: list[np.ndarray]) -> list[Detections]:
+        """Detect on uint8 RGB [H, W, 3] images that all have the same shape: one call of the
+        SavedModel with [N, H, W, 3] (TFLite: one image after another). Returns one
+        :class:`Detections` per image, in order, each exactly as ``self(image)`` returns it.
+
+        Raises:
+          ImageError: an image is not [H, W, 3], or the shapes differ.
+        """
+        import tensorflow as tf
+
+        if self._tflite is not None or len(images) == 1:
+            return [self(im) for im in images]
+        shapes = {np.shape(im) for im in images}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[2] != 3:
+            raise ImageError(f"Detector.batch: expected uint8 RGB images [H, W, 3] of one shape, "
+                             f"got shapes {sorted(shapes)}; call it per group of one size.")
+        h, w = images[0].shape[:2]
+        out = {k: v.numpy() for k, v in
+               self._fn(tf.constant(np.stack([np.asarray(im, np.uint8) for im in images]))).items()}
+        return [Detections.from_outputs({k: v[i:i + 1] for k, v in out.items()}, w, h)
+                for i in range(len(images))]
+
 
 def _records(det: Detections, lm) -> list[dict]:
     px = denormalize_to_xyxy(det.boxes, det.width, det.height)
@@ -133,12 +160,122 @@ def _run_detector(model, checkpoint: str | None):
     return None
 
 
+class _Inline:
+    """An executor without threads: ``submit`` runs the job at once in the calling thread."""
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as e:  # noqa: BLE001 - raised again by future.result(), as a pool's
+            future.set_exception(e)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _pool(workers: int, name: str):
+    return ThreadPoolExecutor(workers, thread_name_prefix=name) if workers > 0 else _Inline()
+
+
+def _decode(path: Path) -> tuple:
+    """``(image, None)``, or ``(None, reason)`` for an unreadable or undecodable file."""
+    try:
+        return load_image(path), None
+    except (ImageError, OSError) as e:
+        return None, str(e)
+
+
+def _decoded(pool, files: list[Path], ahead: int):
+    """``(path, image or None, reason)`` per file, in order; ``pool`` decodes up to ``ahead``
+    files in advance (while the model runs on the previous ones)."""
+    pending: deque = deque()
+    todo = iter(files)
+    for path in itertools.islice(todo, ahead):
+        pending.append((path, pool.submit(_decode, path)))
+    while pending:
+        path, future = pending.popleft()
+        nxt = next(todo, None)
+        if nxt is not None:
+            pending.append((nxt, pool.submit(_decode, nxt)))
+        yield (path, *future.result())
+
+
+def _detect_all(detector, images: list[np.ndarray], batch_size: int, tile: int,
+                tile_overlap: float) -> list[Detections]:
+    """Detections per image, in order: images of the same shape go through the SavedModel
+    together, ``batch_size`` at a time (``Detector.batch``); tiled or other detectors per image."""
+    batch = getattr(detector, "batch", None)
+    if tile or batch is None or batch_size <= 1:
+        return [tiling.detect_tiled(detector, im, tile, tile_overlap) if tile else detector(im)
+                for im in images]
+    found: list = [None] * len(images)
+    groups: dict[tuple, list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(im.shape, []).append(i)
+    for idx in groups.values():
+        for k in range(0, len(idx), batch_size):
+            part = idx[k:k + batch_size]
+            for i, det in zip(part, batch([images[i] for i in part])):
+                found[i] = det
+    return found
+
+
+def _crop_names(stem: str, recs: list[dict]) -> list[tuple[str, tuple]]:
+    """``(crops/ file name, (x0, y0, x1, y1) pixels)`` of each non-empty box."""
+    names = []
+    for k, r in enumerate(recs):
+        x0, y0, x1, y1 = (int(round(v)) for v in r["box_pixels"])
+        if x1 > x0 and y1 > y0:
+            safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in r["class"])
+            names.append((f"{stem}_{k}_{safe}.jpg", (x0, y0, x1, y1)))
+    return names
+
+
+def _write_image(out: Path, path: Path, image: np.ndarray, det: Detections, recs: list[dict],
+                 lm, min_score: float, voc: bool, crops: list, after: list) -> None:
+    """Draw and write one image's outputs (``<stem>.jpg``, ``voc/``, ``crops/``), after the
+    jobs in ``after`` that write files of the same names (so the later image wins, as in a
+    plain loop)."""
+    from PIL import Image
+
+    from od.data.records import ImageAnnotation, ObjectBox
+    from od.data.voc import to_xml
+    from od.visualize import draw_detections
+
+    for job in after:
+        job.result()
+    drawn = draw_detections(image, det, lm, min_score=min_score)
+    atomic.write_bytes(out / f"{path.stem}.jpg", _jpeg(drawn))
+    if voc:
+        boxes = tuple(ObjectBox(*map(float, r["box"]), label=r["class"]) for r in recs)
+        rec = ImageAnnotation(path, det.width, det.height, boxes)
+        atomic.write_bytes(out / "voc" / f"{path.stem}.xml", to_xml(rec, path.name))
+    if crops:
+        pil = Image.fromarray(image)
+        for name, box in crops:
+            atomic.write_bytes(out / "crops" / name, _jpeg(pil.crop(box)))
+
+
+def auto_workers() -> int:
+    """Decode/write threads for ``detect_folder`` on this machine: ``min(4, cores - 2)``, 0 on
+    2 cores or fewer, where TensorFlow's two threads use the cores and extra threads only
+    preempt them (measured: bench/bench_detect.py)."""
+    return max(0, min(4, (os.cpu_count() or 1) - 2))
+
+
 def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str | os.PathLike,
                   *, min_score: float = 0.5, voc: bool = False, crops: bool = False,
                   progress: bool = True, format: str = "saved_model",
                   overwrite: bool = False, tile: int = 0, tile_overlap: float = 0.2,
-                  checkpoint: str | None = None) -> dict:
+                  checkpoint: str | None = None, batch_size: int = BATCH_SIZE,
+                  workers: int | None = None) -> dict:
     """Detect objects in every image of ``images`` (not recursive) and write ``out`` (module doc).
+
+    Images of the same size run through the SavedModel ``batch_size`` at a time; with
+    ``workers`` images are decoded ahead of the model and drawn, encoded and written in the
+    background. The outputs are the same as one image after another.
 
     Args:
       model: export folder (or a SavedModel folder).
@@ -151,20 +288,20 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
         (``od.tiling.detect_tiled``), for small objects in large photos; tile_overlap: fraction.
       checkpoint: with a run folder of ``od train`` as ``model``: best, latest or a checkpoint
         path (None: best when ``RUN/best/`` exists, else latest), run in memory.
+      batch_size: images of one size per SavedModel call (1: one at a time; tiles, TFLite and
+        run folders always run one at a time).
+      workers: threads that decode ahead, and threads that draw/encode/write, each; 0: none,
+        all in this thread, one image after another (None: ``auto_workers()``).
     Returns:
       The dict written to ``detections.json`` (``images`` and ``skipped``, module doc).
     Raises:
-      OdError: no images found; ExportError: not an export; OutputError: ``out`` is, holds or
-        lies inside the images or the model folder (od.outputs.prepare_out).
+      OdError: no images found, bad ``min_score`` or ``batch_size``; ExportError: not an
+        export; OutputError: ``out`` is, holds or lies inside the images or the model folder
+        (od.outputs.prepare_out).
     """
-    from PIL import Image
     from tqdm import tqdm
 
     from od import outputs
-    from od.data.records import ImageAnnotation, ObjectBox
-    from od import tiling
-    from od.data.voc import to_xml
-    from od.visualize import draw_detections
 
     images, out = Path(images), Path(out)
     outputs.prepare_out(out, inputs=[images, model], command="detect", overwrite=overwrite)
@@ -175,41 +312,56 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
         raise OdError(f"{images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}).")
     if not 0.0 <= min_score <= 1.0:
         raise OdError(f"--min-score {min_score} must be in [0, 1].")
+    if int(batch_size) < 1:
+        raise OdError(f"--batch-size {batch_size} must be >= 1 (1: one image at a time).")
+    if tile:
+        tiling.windows(tile, tile, tile, tile_overlap)  # bad tile/overlap: fail before any work
     detector = _run_detector(model, checkpoint) or Detector(model, format)
     lm = detector.label_map
     outputs.start_output(out, "detect")
+    workers = auto_workers() if workers is None else max(0, int(workers))
+    window = max(2 * int(batch_size), 2 * workers)  # images grouped by size per model pass
     results, rows, skipped, written = [], [], [], set()
-    for path in tqdm(files, desc="detect", unit="img", disable=not progress):
-        try:
-            image = load_image(path)
-        except (ImageError, OSError) as e:
-            skipped.append({"image": path.name, "reason": str(e)})
-            continue
-        det = (tiling.detect_tiled(detector, image, tile, tile_overlap) if tile
-               else detector(image)).above(min_score)
-        recs = _records(det, lm)
-        results.append({"image": path.name, "width": det.width, "height": det.height,
-                        "detections": recs})
-        drawn = draw_detections(image, det, lm, min_score=min_score)
-        atomic.write_bytes(out / f"{path.stem}.jpg", _jpeg(drawn))
-        written.add(f"{path.stem}.jpg")
-        for r in recs:
-            rows.append([path.name, det.width, det.height, r["class"], *r["box_pixels"],
-                         r["score"]])
-        if voc:
-            boxes = tuple(ObjectBox(*map(float, r["box"]), label=r["class"]) for r in recs)
-            rec = ImageAnnotation(path, det.width, det.height, boxes)
-            atomic.write_bytes(out / "voc" / f"{path.stem}.xml", to_xml(rec, path.name))
-            written.add("voc")
-        if crops:
-            pil = Image.fromarray(image)
-            for k, r in enumerate(recs):
-                x0, y0, x1, y1 = (int(round(v)) for v in r["box_pixels"])
-                if x1 > x0 and y1 > y0:
-                    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in r["class"])
-                    atomic.write_bytes(out / "crops" / f"{path.stem}_{k}_{safe}.jpg",
-                                       _jpeg(pil.crop((x0, y0, x1, y1))))
-                    written.add("crops")
+    jobs: deque = deque()  # pending writes, oldest first
+    last: dict[str, Future] = {}  # output name → the job that writes it last
+    decode_pool, write_pool = _pool(workers, "od-decode"), _pool(workers, "od-write")
+    bar = tqdm(total=len(files), desc="detect", unit="img", disable=not progress)
+    try:
+        stream = _decoded(decode_pool, files, 2 * window)
+        while chunk := list(itertools.islice(stream, window)):
+            ok = [c for c in chunk if c[1] is not None]
+            dets = iter(_detect_all(detector, [c[1] for c in ok], int(batch_size), tile,
+                                    tile_overlap))
+            for path, image, reason in chunk:
+                if image is None:
+                    skipped.append({"image": path.name, "reason": reason})
+                    continue
+                det = next(dets).above(min_score)
+                recs = _records(det, lm)
+                results.append({"image": path.name, "width": det.width, "height": det.height,
+                                "detections": recs})
+                for r in recs:
+                    rows.append([path.name, det.width, det.height, r["class"], *r["box_pixels"],
+                                 r["score"]])
+                cut = _crop_names(path.stem, recs) if crops else []
+                names = [f"{path.stem}.jpg", *(["voc/" + path.stem] if voc else []),
+                         *("crops/" + n for n, _ in cut)]
+                after = [last[n] for n in names if n in last]
+                job = write_pool.submit(_write_image, out, path, image, det, recs, lm,
+                                        min_score, voc, cut, after)
+                last.update(dict.fromkeys(names, job))
+                jobs.append(job)
+                written |= {f"{path.stem}.jpg", *(["voc"] if voc else []),
+                            *(["crops"] if cut else [])}
+                while len(jobs) > 2 * window:  # bounded memory: wait for the oldest writes
+                    jobs.popleft().result()
+            bar.update(len(chunk))
+        while jobs:
+            jobs.popleft().result()
+    finally:
+        bar.close()
+        decode_pool.shutdown(wait=True, cancel_futures=True)
+        write_pool.shutdown(wait=True, cancel_futures=True)
     doc = {"images": results, "skipped": skipped}
     atomic.write_json(out / "detections.json", doc)
     buf = io.StringIO()
