@@ -35,7 +35,10 @@ from od.detections import Detections
 from od.errors import ExportError, ImageError, OdError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-BATCH_SIZE = 8  # images of one size per SavedModel call in detect_folder
+#: images of one size per SavedModel call in detect_folder. 1 by default: on a folder of mixed
+#: sizes (raccoon photos, 2-core Xeon, bench/bench_detect.py) batch 1 ran 3.62 images/s against
+#: 3.06 for batch 8; same-size camera folders may gain from --batch-size 8 (measure first).
+BATCH_SIZE = 1
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
