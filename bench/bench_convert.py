@@ -150,16 +150,10 @@ def copy_all(src: Path, dst: Path) -> float:
 
 
 def machine() -> str:
-    """CPU model and core count (Linux /proc/cpuinfo, else platform)."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
+    """CPU model and core count."""
+    sys.path.insert(0, str(ROOT))
+    from od.zoo import cpu_model
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def load() -> str:

@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 RACCOON = SHARED / "data" / "raccoon"
 CONFIG = ROOT / "configs" / "retinanet_mobilenetv2_fpn_256.yaml"
+sys.path.insert(0, str(ROOT))
+from od.zoo import cpu_model  # noqa: E402  (the one CPU-name reader)
+
 GOAL_SECONDS, GOAL_AP, GOAL_AP50 = 480.0, 0.56, 0.95  # issue 15: time to accuracy
 
 
@@ -43,16 +46,6 @@ def od(*args: str) -> tuple[float, str]:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
         raise SystemExit(f"od {' '.join(args)} failed ({proc.returncode})")
     return time.time() - t, proc.stdout
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def main() -> None:
@@ -69,7 +62,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     data, run, exp, det = work / "data", work / "run", work / "export", work / "detections"
     fig = {"date": time.strftime("%Y-%m-%d %H:%M"),
-           "machine": f"{cpu_name()}, {os.cpu_count()} cores, load average at start "
+           "machine": f"{cpu_model()}, {os.cpu_count()} cores, load average at start "
                       f"{os.getloadavg()[0]:.2f}"}
 
     fig["convert_s"], _ = od("data", "convert", "--format", "csv",

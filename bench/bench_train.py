@@ -43,15 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def machine() -> str:
-    name = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
+    from od.zoo import cpu_model
+    return f"{cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
 
 
 def steady_rate(rows: list[dict], warmup: int) -> float:
@@ -85,7 +78,6 @@ def worker_od(run: Path, data: Path, steps: int, config: str, sets: list[str]) -
 
 def worker_mg(od_run: Path, run: Path, cached: bool) -> list[dict]:
     """Model Garden's own loop on the ExperimentConfig od built for ``od_run``."""
-    import tensorflow as tf
     from official.core import task_factory, train_lib
     from official.modeling import performance
 
@@ -121,7 +113,6 @@ def worker_mg(od_run: Path, run: Path, cached: bool) -> list[dict]:
     train_lib.run_experiment(distribution_strategy=strategy, task=task, mode="train",
                              params=params, model_dir=str(run), trainer=trainer,
                              train_actions=[action])
-    del tf
     return rows
 
 

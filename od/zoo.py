@@ -243,9 +243,9 @@ def user_speeds_path() -> Path:
     return cache_root() / "zoo_speeds.json"
 
 
-def cpu_label() -> str:
-    """``'<n>-core CPU (<model>'``: the start of the machine label of a CPU measurement made
-    here (:func:`od.zoo_bench.machine_label` appends the TensorFlow version). No TF import."""
+def cpu_model() -> str:
+    """This machine's CPU model name (Linux ``/proc/cpuinfo``, else ``platform``); what every
+    measurement of `od` (zoo speeds, ``bench/``) records as its machine. No TF import."""
     import platform
     model = platform.processor() or platform.machine()
     try:
@@ -255,7 +255,13 @@ def cpu_label() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()}-core CPU ({model}"
+    return model
+
+
+def cpu_label() -> str:
+    """``'<n>-core CPU (<model>'``: the start of the machine label of a CPU measurement made
+    here (:func:`od.zoo_bench.machine_label` appends the TensorFlow version). No TF import."""
+    return f"{os.cpu_count()}-core CPU ({cpu_model()}"
 
 
 def read_speeds(path: str | os.PathLike) -> list[SpeedRecord]:
