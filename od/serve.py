@@ -370,6 +370,21 @@ def _check(config: ServeConfig) -> None:
         raise OdError(f"--name {config.name!r}: use letters, digits, '_', '-', '.'.")
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The server's listening TCP socket on ``host``:``port`` (0: a free port), with
+    ``TCP_NODELAY``, which the connections it accepts inherit: without it every response after the
+    first on a keep-alive connection waits ~40 ms (Nagle's algorithm against the client's delayed
+    ACK, since uvicorn writes a response's headers and body separately; measured: GET /healthz
+    44 ms → 1 ms). Raises OdError when the address cannot be bound (port in use)."""
+    try:
+        sock = socket.create_server((host, port), reuse_port=False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as e:
+        raise OdError(f"cannot listen on {host}:{port} ({e.strerror}); choose "
+                      "another --port or stop the process using it.") from None
+    return sock
+
+
 def serve(config: ServeConfig, log=print) -> int:
     """Load the model, bind ``host:port`` (0: a free port), serve until SIGTERM or Ctrl-C.
 
@@ -382,11 +397,7 @@ def serve(config: ServeConfig, log=print) -> int:
     _check(config)
     model = BatchModel(config.model, config.format)
     model.run([np.zeros((32, 32, 3), np.uint8)])  # warm up before serving
-    try:
-        sock = socket.create_server((config.host, config.port), reuse_port=False)
-    except OSError as e:
-        raise OdError(f"cannot listen on {config.host}:{config.port} ({e.strerror}); choose "
-                      "another --port or stop the process using it.") from None
+    sock = listen(config.host, config.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{host}:{port}"
 

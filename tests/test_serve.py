@@ -408,6 +408,30 @@ def test_batcher_runs_a_lone_request_without_waiting_for_the_timeout():
     assert lone_s < 20 and abandoned_s < 20  # far below the 60 s timeout, even on a loaded CPU
 
 
+def test_listening_socket_has_tcp_nodelay_and_a_taken_port_is_an_od_error():
+    """Connections inherit TCP_NODELAY from the listening socket (else every keep-alive response
+    after the first waits for the client's delayed ACK, ~40 ms); a port in use is an OdError
+    naming it."""
+    import socket
+
+    from od.errors import OdError
+    from od.serve import listen
+
+    sock = listen("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        port = sock.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        conn, _ = sock.accept()
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        conn.close()
+        client.close()
+        with pytest.raises(OdError, match=f"cannot listen on 127.0.0.1:{port}"):
+            listen("127.0.0.1", port)
+    finally:
+        sock.close()
+
+
 def test_parse_predict_forms_and_errors():
     from od.detections import Detections
     from od.serve_io import BadRequest, parse_predict, prediction
