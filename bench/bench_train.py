@@ -172,7 +172,7 @@ def main() -> None:
         rates: dict[str, list[float]] = {"od": [], "mg": [], "cached": []}
         names = list(rates)
         for k in range(a.repeats):  # the order turns each round: no contender always goes first
-            for name in names[k % 3:] + names[:k % 3]:
+            for name in names[k % len(names):] + names[:k % len(names)]:
                 rates[name].append(contender(name, work, data, a, k))
         med = {k: statistics.median(v) for k, v in rates.items()}
         print(f"\n{'contender':40s}{'steps/s':>9s}{'images/s':>10s}")

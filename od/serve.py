@@ -378,10 +378,10 @@ def listen(host: str, port: int) -> socket.socket:
     44 ms → 1 ms). Raises OdError when the address cannot be bound (port in use)."""
     try:
         sock = socket.create_server((host, port), reuse_port=False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError as e:
         raise OdError(f"cannot listen on {host}:{port} ({e.strerror}); choose "
                       "another --port or stop the process using it.") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
 
