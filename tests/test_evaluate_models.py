@@ -50,12 +50,13 @@ def models(tmp_path_factory):
 
 
 def _spread_scores(run):
-    """Redraw the class head's last kernel (module doc) and save it as the run's newest
-    checkpoint, in the form od.model.restore and od export read."""
+    """Redraw the class head's last kernel (module doc) and save it as the run's newest and its
+    best checkpoint (training evaluated, so RUN/best/ exists and is what od evaluate and od
+    export read by default), in the form od.model.restore reads."""
     import numpy as np
     import tensorflow as tf
 
-    from od.layout import latest_checkpoint
+    from od.layout import BEST_DIR, latest_checkpoint, run_checkpoint
     from od.model import build_model, load_run, restore
 
     cfg, _ = load_run(run)
@@ -63,9 +64,11 @@ def _spread_scores(run):
     restore(model, latest_checkpoint(run))
     kernel = model.head._classifier.kernel
     kernel.assign(np.random.default_rng(0).normal(0, 0.2, kernel.shape).astype(np.float32))
-    prefix = tf.train.Checkpoint(model=model).write(str(run / "ckpt-5"))
-    tf.compat.v1.train.update_checkpoint_state(str(run), prefix)
-    assert latest_checkpoint(run) == prefix
+    for folder in (run, run / BEST_DIR):
+        prefix = tf.train.Checkpoint(model=model).write(str(folder / "ckpt-5"))
+        tf.compat.v1.train.update_checkpoint_state(str(folder), prefix)
+    assert latest_checkpoint(run) == str(run / "ckpt-5")
+    assert run_checkpoint(run) == prefix  # the default of od evaluate / od export
 
 
 FORMS = (("run", "run", None), ("saved_model", "export", None),
