@@ -151,7 +151,7 @@ def copy_all(src: Path, dst: Path) -> float:
 
 def machine() -> str:
     """CPU model and core count (main() has put ROOT on sys.path)."""
-    from od.zoo import cpu_model
+    from od.zoo_select import cpu_model
     return f"{cpu_model()}, {os.cpu_count()} cores"
 
 

@@ -107,7 +107,7 @@ def tutorial_loop(export: Path, files: list[Path], out: Path, min_score: float) 
 
 
 def machine() -> dict:
-    from od.zoo import cpu_model
+    from od.zoo_select import cpu_model
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                           time.gmtime())}
 

@@ -33,7 +33,7 @@ SHARED = ROOT.parent / "shared"
 RACCOON = SHARED / "data" / "raccoon"
 CONFIG = ROOT / "configs" / "retinanet_mobilenetv2_fpn_256.yaml"
 sys.path.insert(0, str(ROOT))
-from od.zoo import cpu_model  # noqa: E402  (the one CPU-name reader)
+from od.zoo_select import cpu_model  # noqa: E402  (the one CPU-name reader)
 
 GOAL_SECONDS, GOAL_AP, GOAL_AP50 = 480.0, 0.56, 0.95  # issue 15: time to accuracy
 

@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> None:
     from od import atomic, metrics, tflite
-    from od.config import data_folder, load
+    from od.config import load
+    from od.experiment import data_folder
     from od.data import tfrecord
     from od.detect import Detector
     from od.evaluate import decode_image, run_on_records

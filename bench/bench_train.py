@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def machine() -> str:
-    from od.zoo import cpu_model
+    from od.zoo_select import cpu_model
     return f"{cpu_model()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
 
 
@@ -85,10 +85,11 @@ def worker_mg(od_run: Path, run: Path, cached: bool) -> list[dict]:
 
     import official.vision.registry_imports  # noqa: F401
     from od import config as config_lib
+    from od.experiment import resolve, to_experiment
     from od.train import make_strategy
 
-    cfg, _ = config_lib.resolve(config_lib.load(od_run / "pipeline.yaml"))
-    params = config_lib.to_experiment(cfg)
+    cfg, _ = resolve(config_lib.load(od_run / "pipeline.yaml"))
+    params = to_experiment(cfg)
     performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
     strategy = make_strategy(cfg.runtime)
     with strategy.scope():

@@ -8,113 +8,14 @@ import os
 import sys
 from pathlib import Path
 
+from od.cli_data import OVERWRITE_HELP, add_data_commands
+from od.cli_zoo import add_zoo_commands
 from od.errors import OdError
-
-_OVERWRITE = ("write into an existing non-empty folder that is not a previous output of this "
-              "command (only the files od writes are replaced)")
-
-
-# ---- od data ---------------------------------------------------------------------------------
-def _add_data_commands(sub) -> None:
-    data = sub.add_parser("data", help="convert, validate and inspect annotated datasets")
-    dsub = data.add_subparsers(dest="data_command", required=True)
-    c = dsub.add_parser("convert", help="annotations in any format → TFRecords (or VOC, COCO, "
-                        "CSV, AutoML CSV) + label_map.pbtxt + summary.json")
-    c.add_argument("--format", default="voc", choices=["voc", "coco", "csv", "automl", "tfrecord"],
-                   help="input format (default voc)")
-    c.add_argument("--to", default="tfrecord", choices=["tfrecord", "voc", "coco", "csv", "automl"],
-                   help="output format (default tfrecord)")
-    c.add_argument("--annotations", action="append", required=True,
-                   help="VOC folder/devkit, COCO JSON or Roboflow folder, CSV file, TFRecord "
-                        "file/folder; repeat, or write SPLIT=PATH (train/val/test) to fix the "
-                        "split of that source")
-    c.add_argument("--images", help="images folder (default: beside the annotations)")
-    c.add_argument("--out", required=True, help="output folder")
-    c.add_argument("--label-map", help="use this label_map.pbtxt (unknown classes are errors)")
-    c.add_argument("--split", default="0.8,0.1,0.1",
-                   help="train,val,test ratios for images the source gives no split")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--clip-boxes", action="store_true",
-                   help="clip boxes that leave the image (default: report them as errors)")
-    c.add_argument("--skip-invalid", action="store_true",
-                   help="leave invalid images out (counted in summary.json) instead of failing")
-    c.add_argument("--dedupe", action="store_true",
-                   help="remove images whose decoded pixels equal another's (reported)")
-    c.add_argument("--balance", choices=["undersample"],
-                   help="undersample images down to the smallest class")
-    c.add_argument("--verify", choices=["fast", "full"], default="fast",
-                   help="full: decode every pixel of every image to find corrupt data")
-    c.add_argument("--shard-mb", type=float, default=100.0, help="target MB per TFRecord shard")
-    c.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
-    c.add_argument("--exif", choices=["auto", "stored", "displayed"], default="auto",
-                   help="boxes of an EXIF-rotated image are drawn on its stored pixels or on the "
-                        "turned picture; auto: decided by the annotated size, square images as "
-                        "stored (see od.data.guards)")
-    c.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
-    c.set_defaults(func=_data_convert)
-    i = dsub.add_parser("inspect", help="summary.json and PNG plots of a dataset")
-    i.add_argument("data", help="a converted TFRecord folder, or an annotation source with "
-                                "--format")
-    i.add_argument("--format", choices=["voc", "coco", "csv", "automl", "tfrecord"],
-                   help="format of DATA when it is not a TFRecord folder")
-    i.add_argument("--images", help="images folder for an annotation source")
-    i.add_argument("--out", help="output folder (default DATA/inspect)")
-    i.add_argument("--samples", type=int, default=16, help="images in the sample grid")
-    i.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
-    i.add_argument("--config", action="append", default=[],
-                   help="pipeline config YAML: also report anchor coverage (as written and "
-                        "fitted) and draw anchors.png; repeat to layer files")
-    i.set_defaults(func=_data_inspect)
-
-
-def _data_convert(a) -> None:
-    import math
-    from od.data.convert import convert
-    if not math.isfinite(a.shard_mb) or a.shard_mb <= 0:
-        raise OdError(f"--shard-mb {a.shard_mb:g}: give a size in MB greater than 0, e.g. "
-                      "--shard-mb 100.")
-    s = convert(a.annotations, a.out, format=a.format, images=a.images, label_map=a.label_map,
-                split=a.split, seed=a.seed, box_policy="clip" if a.clip_boxes else "error",
-                skip_invalid=a.skip_invalid, workers=a.workers, to=a.to, dedupe=a.dedupe,
-                balance=a.balance, verify=a.verify, shard_bytes=int(a.shard_mb * 1024 * 1024),
-                progress=sys.stderr.isatty(), exif=a.exif, overwrite=a.overwrite)
-    j = s.to_json()
-    print(json.dumps({k: j[k] for k in ("images", "boxes_per_class", "negative_images",
-                                        "skipped_count", "skipped_by_reason", "removed_count",
-                                        "fixes")}, indent=2))
-    dup = j["duplicates"]
-    if dup.get("duplicate_images"):
-        print(f"{dup['duplicate_images']} duplicate image(s) by {dup['method']} "
-              f"({dup['removed']} removed); see summary.json")
-    for note in j.get("notes", []):
-        print(note)
-    print(f"wrote {a.out}/ ({a.to}, label_map.pbtxt, summary.json)")
-
-
-def _data_inspect(a) -> None:
-    from od.data.inspect import inspect
-    s = inspect(a.data, a.out, format=a.format, images=a.images, samples=a.samples,
-                overwrite=a.overwrite, config=a.config or None)
-    print(json.dumps({k: v for k, v in s.items() if k not in ("plots", "anchors")}, indent=2))
-    if "anchors" in s:
-        _print_anchor_report(s["anchors"])
-    print("plots: " + ", ".join(s["plots"]))
-
-
-def _print_anchor_report(r: dict) -> None:
-    w, f = r["as_written"], r["fitted"]
-    print(f"anchor coverage as written: {w['recall']:.3f} (input {w['input_size']} px, anchor "
-          f"sizes {w['anchor_sizes_px'][0]:g}..{w['anchor_sizes_px'][-1]:g} px)")
-    print(r["fit"])
-    print("per class (fitted): " + ", ".join(f"{c} {v:.2f}" for c, v in f["per_class"].items()))
-    if r.get("suggestion"):
-        print(f"overrides that reach the target: {r['suggestion']}")
-
 
 # ---- od train / evaluate / export / detect / quickstart / config ----------------------------
 def _add_output_options(parser, log: str) -> None:
     """--overwrite, --checkpoint and --verbose, shared by evaluate, export and detect."""
-    parser.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.add_argument("--checkpoint", help="best, latest or a checkpoint path (default: best "
                         "when RUN/best/ exists, else latest)")
     parser.add_argument("--verbose", action="store_true",
@@ -203,7 +104,7 @@ def _add_model_commands(sub) -> None:
     q.add_argument("--workdir", default="od-quickstart")
     q.add_argument("--images", type=int, default=400, help="number of generated images")
     q.add_argument("overrides", nargs="*", help="pipeline overrides, e.g. train.steps=100")
-    q.add_argument("--overwrite", action="store_true", help=_OVERWRITE)
+    q.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     q.add_argument("--verbose", action="store_true",
                    help="show TensorFlow/Model Garden logs (always in WORKDIR/od.log)")
     q.set_defaults(func=_quickstart)
@@ -357,74 +258,6 @@ def _config_import(a) -> None:
         print(yaml.safe_dump(config.to_dict(imported.cfg), sort_keys=False))
 
 
-# ---- od zoo ----------------------------------------------------------------------------------
-def _add_zoo_commands(sub) -> None:
-    zoo = sub.add_parser("zoo", help="pretrained checkpoints: list, select, download, benchmark")
-    zsub = zoo.add_subparsers(dest="zoo_command", required=True)
-    c = zsub.add_parser("list", help="the checkpoint table with published AP and measured speed")
-    c.add_argument("--speeds", help="speed JSON to show (default: $OD_ZOO_SPEEDS, then shipped)")
-    c.set_defaults(func=_zoo_list)
-    c = zsub.add_parser("select", help="best AP within a latency bound, or fastest above an AP")
-    c.add_argument("--max-latency-ms", type=float, help="ms per image on the measured machine")
-    c.add_argument("--min-ap", type=float, help="published COCO box AP, percent")
-    c.add_argument("--batch", type=int, default=1, help="batch size of the latency figure")
-    c.add_argument("--speeds", help="speed JSON to use (default: $OD_ZOO_SPEEDS, then shipped)")
-    c.add_argument("--architecture", choices=["retinanet", "faster_rcnn"],
-                   help="only this detector architecture (default: both compete)")
-    c.add_argument("--coco-checkpoint-only", action="store_true",
-                   help="only entries whose AP is their downloadable COCO checkpoint's (no "
-                        "Faster R-CNN: Model Garden publishes no COCO checkpoint for it)")
-    c.set_defaults(func=_zoo_select)
-    c = zsub.add_parser("download", help="download, verify and unpack a checkpoint into the cache")
-    c.add_argument("name", help="zoo name, http(s)/gs/file URL, or local tarball/folder")
-    c.add_argument("--cache-dir", help="cache folder (default: $OD_CACHE_DIR or ~/.cache/od)")
-    c.add_argument("--sha256", help="expected SHA-256 of the archive (hex)")
-    c.add_argument("--no-progress", action="store_true", help="no progress bar")
-    c.set_defaults(func=_zoo_download)
-    c = zsub.add_parser("benchmark", help="measure detector latency/throughput on this machine")
-    c.add_argument("names", nargs="*", help="zoo detector names (default: all detectors)")
-    c.add_argument("--out", help="speed JSON to update (default: $OD_ZOO_SPEEDS, else "
-                                 "zoo_speeds.json in the od cache; never the package's file)")
-    c.add_argument("--repeats", type=int, help="timed calls per batch size (default: adaptive)")
-    c.add_argument("--input-size", type=int, help="override every input size (pixels)")
-    c.set_defaults(func=_zoo_benchmark)
-
-
-def _zoo_list(a) -> None:
-    from od import zoo
-    print(zoo.list_table(speeds=zoo.load_speeds([a.speeds]) if a.speeds else None))
-
-
-def _zoo_select(a) -> None:
-    from od import zoo
-    speeds = zoo.load_speeds([a.speeds]) if a.speeds else zoo.load_speeds()
-    bounds = dict(max_latency_ms=a.max_latency_ms, min_ap=a.min_ap, batch=a.batch, speeds=speeds,
-                  architecture=a.architecture, coco_checkpoint_only=a.coco_checkpoint_only)
-    e = zoo.select(zoo.ZOO, **bounds)
-    print(e.name)
-    print(zoo.describe(e, speeds, a.batch), file=sys.stderr)
-    print("candidates that fit, best first:\n" + zoo.ranking(zoo.rank(zoo.ZOO, **bounds),
-                                                             speeds, a.batch), file=sys.stderr)
-
-
-def _zoo_download(a) -> None:
-    from od.checkpoints import prefix_in
-    from od.download import download
-    from od.outputs import prepare_folder
-    prepare_folder(a.cache_dir, "--cache-dir")
-    path = download(a.name, cache_dir=a.cache_dir, sha256=a.sha256, progress=not a.no_progress)
-    print(path)
-    print(f"checkpoint: {prefix_in(path)}", file=sys.stderr)
-
-
-def _zoo_benchmark(a) -> None:
-    from od import zoo_bench
-    from od.outputs import prepare_file
-    prepare_file(a.out)
-    records = zoo_bench.benchmark(a.names or None, repeats=a.repeats, input_size=a.input_size)
-    print(f"wrote {zoo_bench.write_speeds(records, a.out)}")
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse with `od`'s error form: the usage, then ``od: error: ...``, exit 2."""
 
@@ -465,9 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true",
                    help="show the traceback of an error (also accepted after the command)")
     sub = p.add_subparsers(dest="command", required=True)
-    _add_data_commands(sub)
+    add_data_commands(sub)
     _add_model_commands(sub)
-    _add_zoo_commands(sub)
+    add_zoo_commands(sub)
     _add_serve_command(sub)
     return p
 

@@ -8,15 +8,14 @@ Garden way, each layer checked against the schema::
 
 Overrides use dotted keys (``train.batch_size=8``) and are typed by the field (int, float, bool,
 str, lists as ``[0.5,1,2]`` or ``0.5,1,2``). An unknown key is a ConfigError naming the nearest valid
-key. ``resolve()`` fills what comes from the dataset (label map → ``num_classes``), and
-``to_experiment()`` builds the Model Garden ``ExperimentConfig`` (RetinaNet task). The resolved
-config is saved in the run folder as ``pipeline.yaml`` and loads as-is to repeat the run.
+key. ``od.experiment.resolve()`` fills what comes from the dataset (label map →
+``num_classes``), and ``od.experiment.to_experiment()`` builds the Model Garden
+``ExperimentConfig``. The resolved config is saved in the run folder as ``pipeline.yaml`` and loads as-is to repeat the run.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import glob
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -25,7 +24,6 @@ import yaml
 
 from od import atomic
 from od.errors import ConfigError
-from od.layout import label_map_path
 
 
 @dataclass(frozen=True)
@@ -416,157 +414,3 @@ def save(cfg: PipelineConfig, path: str | os.PathLike) -> Path:
 
 
 # ---- data-dependent resolution -----------------------------------------------------------------
-def shard_pattern(source: str, split: str) -> str:
-    """A data folder → ``folder/<split>-*.tfrecord``; a glob or file is returned unchanged."""
-    if source and os.path.isdir(source):
-        return os.path.join(source, f"{split}-*.tfrecord")
-    return source
-
-
-def data_folder(cfg: PipelineConfig) -> str:
-    if cfg.data.train and os.path.isdir(cfg.data.train):
-        return cfg.data.train
-    return os.path.dirname(cfg.data.train) if cfg.data.train else ""
-
-
-def resolve(cfg: PipelineConfig):
-    """Fill what comes from the dataset and check it exists.
-
-    Returns:
-      (cfg, label_map): ``data.label_map`` and ``model.num_classes`` (label map max id + 1) set,
-      ``data.train``/``data.val`` as shard globs.
-    Raises:
-      ConfigError: no training data, no shards matching, no label map, or a num_classes that
-        disagrees with the label map.
-    """
-    from od import label_map as label_map_lib
-
-    if not cfg.data.train:
-        raise ConfigError("data.train is empty: set it to the folder written by `od data convert` "
-                          "(e.g. data.train=DATA) or a glob of TFRecord shards.")
-    folder = data_folder(cfg)
-    train = shard_pattern(cfg.data.train, "train")
-    if not glob.glob(train):
-        raise ConfigError(f"data.train: no TFRecord shards match {train!r}. Run `od data convert` "
-                          "first, or fix the path.")
-    val = shard_pattern(cfg.data.val or folder, "val") if (cfg.data.val or folder) else ""
-    if val and not glob.glob(val):
-        val = ""
-    lm_path = cfg.data.label_map or str(label_map_path(folder))
-    if not os.path.isfile(lm_path):
-        raise ConfigError(f"no label map at {lm_path!r}; set data.label_map=PATH/label_map.pbtxt.")
-    lm = label_map_lib.read(lm_path)
-    needed = lm.max_id + 1
-    if cfg.model.num_classes and cfg.model.num_classes != needed:
-        raise ConfigError(f"model.num_classes = {cfg.model.num_classes} but the label map "
-                          f"{lm_path} has ids up to {lm.max_id}, which needs {needed} (ids + "
-                          "background). Remove model.num_classes; it comes from the label map.")
-    cfg = replace(cfg, data=replace(cfg.data, train=train, val=val, label_map=lm_path),
-                  model=replace(cfg.model, num_classes=needed))
-    return cfg, lm
-
-
-def _backbone(m: ModelConfig):
-    from official.vision.configs import backbones
-
-    if m.backbone == "mobilenet":
-        return backbones.Backbone(type="mobilenet", mobilenet=backbones.MobileNet(
-            model_id=m.backbone_id, filter_size_scale=1.0))
-    if m.backbone == "resnet":
-        return backbones.Backbone(type="resnet", resnet=backbones.ResNet(
-            model_id=int(m.backbone_id)))
-    if m.backbone == "spinenet":
-        return backbones.Backbone(type="spinenet", spinenet=backbones.SpineNet(
-            model_id=str(m.backbone_id), min_level=m.min_level, max_level=m.max_level))
-    return backbones.Backbone(type="spinenet_mobile", spinenet_mobile=backbones.SpineNetMobile(
-        model_id=str(m.backbone_id), min_level=m.min_level, max_level=m.max_level))
-
-
-def _lr_schedule_choice(optimizer: dict, t: TrainConfig) -> dict:
-    """Swap the cosine default of ``optimizer`` (a Model Garden OptimizationConfig dict) for
-    ``train.lr_schedule`` (warm-up is kept)."""
-    lr = t.learning_rate
-    schedule = {
-        "cosine": None,
-        "constant": {"learning_rate": lr},
-        "exponential": {"initial_learning_rate": lr, "decay_steps": t.lr_decay_steps,
-                        "decay_rate": t.lr_decay_rate, "staircase": t.lr_staircase},
-        "stepwise": {"boundaries": [int(b) for b in t.lr_boundaries],
-                     "values": [float(v) for v in t.lr_values]},
-    }[t.lr_schedule]
-    if schedule is not None:
-        optimizer["learning_rate"] = {"type": t.lr_schedule, t.lr_schedule: schedule}
-    return optimizer
-
-
-def to_experiment(cfg: PipelineConfig):
-    """Build the Model Garden ``ExperimentConfig`` (RetinaNet task) for a resolved config.
-
-    Model Garden's own COCO evaluator is switched off (it breaks on NumPy 2); `od` evaluates
-    with pycocotools itself (od.evaluate).
-    """
-    from official.core import config_definitions as cfg_lib
-    from official.modeling import optimization
-    from official.vision.configs import common, decoders
-    from official.vision.configs import retinanet as rn
-
-    if cfg.model.architecture == "faster_rcnn":  # two-stage: od/fasterrcnn.py
-        from od import fasterrcnn
-        return fasterrcnn.to_experiment(cfg)
-    m, d, t = cfg.model, cfg.data, cfg.train
-    decoder = (decoders.Decoder(type="fpn", fpn=decoders.FPN(
-        num_filters=m.fpn_filters, use_separable_conv=m.separable_conv))
-        if m.decoder == "fpn" else decoders.Decoder(type="identity", identity=decoders.Identity()))
-    parts = FINE_TUNE_PARTS[t.fine_tune_checkpoint_type]
-    modules = "all" if "head" in parts else list(parts)  # Model Garden's init_checkpoint_modules
-    model = rn.RetinaNet(
-        num_classes=m.num_classes, input_size=[m.input_size, m.input_size, 3],
-        min_level=m.min_level, max_level=m.max_level,
-        anchor=rn.Anchor(num_scales=m.num_scales, aspect_ratios=list(m.aspect_ratios),
-                         anchor_size=m.anchor_size),
-        backbone=_backbone(m), decoder=decoder,
-        head=rn.RetinaNetHead(num_convs=m.head_convs, num_filters=m.head_filters,
-                              use_separable_conv=m.separable_conv),
-        detection_generator=rn.DetectionGenerator(
-            max_num_detections=m.max_detections, nms_iou_threshold=m.nms_iou_threshold,
-            pre_nms_score_threshold=m.score_threshold, nms_version=m.nms_version),
-        norm_activation=common.NormActivation(activation=m.activation, use_sync_bn=False))
-    dtype = {"float32": "float32", "mixed_float16": "float16",
-             "mixed_bfloat16": "bfloat16"}[cfg.runtime.mixed_precision]
-    parser = rn.Parser(aug_rand_hflip=d.hflip, aug_scale_min=d.scale_min,
-                       aug_scale_max=d.scale_max,
-                       aug_type=None if d.aug_type == "none" else common.Augmentation(
-                           type=d.aug_type))
-    opt = {"sgd": {"momentum": t.momentum}, "adam": {}, "rmsprop": {},
-           "adamw": {"weight_decay_rate": t.weight_decay}}[t.optimizer]
-    optimizer = {"optimizer": {"type": t.optimizer, t.optimizer: opt},
-                 "learning_rate": {"type": "cosine", "cosine": {
-                     "initial_learning_rate": t.learning_rate, "decay_steps": t.steps}},
-                 "warmup": {"type": "linear", "linear": {
-                     "warmup_steps": min(t.warmup_steps, t.steps // 2),
-                     "warmup_learning_rate": t.warmup_learning_rate}}}
-    if t.clipnorm > 0:
-        optimizer["optimizer"][t.optimizer]["global_clipnorm"] = t.clipnorm
-    optimizer = _lr_schedule_choice(optimizer, t)
-    task = rn.RetinaNetTask(
-        model=model,
-        train_data=rn.DataConfig(input_path=d.train, is_training=True,
-                                 global_batch_size=t.batch_size, dtype=dtype, parser=parser,
-                                 shuffle_buffer_size=d.shuffle_buffer, seed=t.seed or None),
-        validation_data=rn.DataConfig(input_path=d.val or d.train, is_training=False,
-                                      global_batch_size=1, dtype=dtype),
-        losses=rn.Losses(l2_weight_decay=t.l2_weight_decay, focal_loss_alpha=t.focal_loss_alpha,
-                         focal_loss_gamma=t.focal_loss_gamma),
-        init_checkpoint=None if t.fine_tune_checkpoint in ("", "none") else t.fine_tune_checkpoint,
-        init_checkpoint_modules=modules,
-        use_coco_metrics=False,
-        freeze_backbone=t.freeze_backbone,
-        export_config=rn.ExportConfig(output_normalized_coordinates=True))
-    trainer = cfg_lib.TrainerConfig(
-        train_steps=t.steps, steps_per_loop=t.steps_per_loop,
-        summary_interval=t.steps_per_loop, checkpoint_interval=t.checkpoint_every,
-        max_to_keep=t.max_checkpoints, validation_steps=1, validation_interval=t.steps,
-        optimizer_config=optimization.OptimizationConfig(optimizer))
-    runtime = cfg_lib.RuntimeConfig(mixed_precision_dtype=dtype)
-    return cfg_lib.ExperimentConfig(task=task, trainer=trainer, runtime=runtime)
-

@@ -55,7 +55,7 @@ def _sample_image(cfg) -> np.ndarray:
     """A real image for the export check: the first of the val/test/train shards."""
     import tensorflow as tf
 
-    from od.config import data_folder
+    from od.experiment import data_folder
     from od.data import tfrecord
     from od.evaluate import decode_image
 
@@ -159,7 +159,7 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
     from od import fasterrcnn
     fasterrcnn.refuse_tflite(cfg, formats)
     ckpt = run_checkpoint(model_dir, checkpoint)
-    from od.config import to_experiment
+    from od.experiment import to_experiment
     params = to_experiment(cfg)  # built once for the SavedModel, frozen graph and TFLite files
     model = build_model(cfg, params)
     module = detection_module(cfg, model, batch_size=None, params=params)

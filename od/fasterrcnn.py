@@ -46,8 +46,9 @@ def to_experiment(cfg):
     from official.vision.configs import maskrcnn as mr
 
     from od import config as config_lib
+    from od import experiment
 
-    base = config_lib.to_experiment(replace(cfg, model=replace(cfg.model,
+    base = experiment.to_experiment(replace(cfg, model=replace(cfg.model,
                                                                architecture="retinanet")))
     m, d, t = cfg.model, cfg.data, cfg.train
     decoder = (decoders.Decoder(type="fpn", fpn=decoders.FPN(
@@ -59,7 +60,7 @@ def to_experiment(cfg):
         anchor=mr.Anchor(num_scales=m.num_scales, aspect_ratios=list(m.aspect_ratios),
                          anchor_size=m.anchor_size),
         include_mask=False, mask_head=None, mask_sampler=None, mask_roi_aligner=None,
-        backbone=config_lib._backbone(m), decoder=decoder,
+        backbone=experiment.backbone_config(m), decoder=decoder,
         rpn_head=mr.RPNHead(num_filters=m.fpn_filters, use_separable_conv=m.separable_conv),
         detection_head=mr.DetectionHead(num_convs=m.head_convs, num_filters=m.head_filters,
                                         use_separable_conv=m.separable_conv,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from od import config as config_lib
+from od.experiment import to_experiment
 from od import label_map as label_map_lib
 from od.detections import Detections
 from od.errors import CheckpointError, ConfigError, LabelMapError
@@ -137,7 +138,7 @@ def build_model(cfg: config_lib.PipelineConfig, params=None):
     import tf_keras
     from official.vision.modeling import factory
 
-    params = params or config_lib.to_experiment(cfg)
+    params = params or to_experiment(cfg)
     if cfg.model.architecture == "faster_rcnn":
         from od import fasterrcnn
         return fasterrcnn.build_model(cfg, params)
@@ -168,7 +169,7 @@ def detection_module(cfg: config_lib.PipelineConfig, model=None, batch_size: int
     """
     from official.vision.serving import detection
 
-    params = params or config_lib.to_experiment(cfg)
+    params = params or to_experiment(cfg)
     size = cfg.model.input_size
     if cfg.model.architecture == "faster_rcnn":
         from od import fasterrcnn
@@ -201,7 +202,7 @@ class Predictor:
         errors."""
         cfg, lm = load_run(model_dir)
         checkpoint = run_checkpoint(model_dir, checkpoint)
-        params = config_lib.to_experiment(cfg)  # built once for the model and its module
+        params = to_experiment(cfg)  # built once for the model and its module
         model = build_model(cfg, params)
         restore(model, checkpoint)
         return cls(cfg, model, lm, checkpoint, params)

@@ -181,7 +181,7 @@ def tflite_experiment(cfg, params=None):
 
     from official.vision.configs import common
 
-    from od.config import to_experiment
+    from od.experiment import to_experiment
 
     params = copy.deepcopy(params) if params is not None else to_experiment(cfg)
     m = cfg.model

@@ -36,6 +36,7 @@ from pathlib import Path
 from od import atomic
 from od import checkpoints
 from od import config as config_lib
+from od.experiment import resolve, to_experiment
 from od import label_map as label_map_lib
 from od import train_actions as actions_lib
 from od import train_resume
@@ -268,7 +269,7 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
         cfg = config_lib.apply_overrides(config, overrides, "the PipelineConfig given")
     else:
         cfg = config_lib.load(config, extra, overrides)
-    cfg, lm = config_lib.resolve(cfg)
+    cfg, lm = resolve(cfg)
     check_runtime(cfg)
     # before any TensorFlow op (the anchor check runs some): MultiWorkerMirroredStrategy's
     # collective ops must be configured at program start-up
@@ -305,7 +306,7 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
         schedule = train_resume.extend_schedule(old_cfg, cfg, model_dir, start_step,
                                                 lambda m: None, write=False)
 
-    params = train_resume.apply_schedule(config_lib.to_experiment(cfg), schedule)
+    params = train_resume.apply_schedule(to_experiment(cfg), schedule)
     if cfg.train.seed:
         rng_states = _random_states()  # restored at the end (notebooks, tests)
         tf.keras.utils.set_random_seed(cfg.train.seed)

@@ -78,13 +78,13 @@ def extend_schedule(old_cfg, new_cfg, model_dir: Path, step: int, log=print,
     to ``RUN/schedule.json`` (``write=False``: computed only, for the other workers of a
     cluster, whose chief writes it).
     """
-    from od import config as config_lib
+    from od.experiment import to_experiment
 
     saved = read_schedule(model_dir)
     if not step or old_cfg is None or old_cfg.train.steps == new_cfg.train.steps \
             or step >= new_cfg.train.steps:
         return saved
-    old_params = apply_schedule(config_lib.to_experiment(old_cfg), saved)
+    old_params = apply_schedule(to_experiment(old_cfg), saved)
     lr = learning_rate_at(old_params, step)
     schedule = {"offset": step, "initial_learning_rate": lr,
                 "decay_steps": new_cfg.train.steps - step, "previous_steps": old_cfg.train.steps}

@@ -22,8 +22,9 @@ from typing import Callable, Iterable, Sequence
 
 from od import atomic
 from od.errors import ZooError
-from od.zoo import (SPEEDS_ENV, ZOO, SpeedRecord, ZooEntry, cpu_label, get, read_speeds,
-                    user_speeds_path)
+from od.zoo import ZOO, ZooEntry, get
+from od.zoo_select import (SPEEDS_ENV, SpeedRecord, cpu_label, read_speeds,
+                           user_speeds_path)
 
 #: Post-processing measured: 'batched' (tf.image.combined_non_max_suppression). Model Garden's
 #: default 'v2' (and 'v1') take 1.5-3 s per image on a 2-core CPU whatever the network, which

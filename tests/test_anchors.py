@@ -7,7 +7,7 @@ import yaml
 
 from conftest import CONFIGS, TINY
 
-from od import anchors, config
+from od import anchors, config, experiment
 from od.data.records import ImageAnnotation, ObjectBox
 
 
@@ -131,7 +131,7 @@ def test_train_start_with_anchor_fit_off_warns_with_overrides(tmp_path):
     cfg = config.load(CONFIGS / "quickstart_shapes_128.yaml", overrides=[
         f"data.train={tmp_path / 'data'}", "model.input_size=64", "model.anchor_fit=off",
         "model.anchor_size=24"])
-    cfg, _ = config.resolve(cfg)
+    cfg, _ = experiment.resolve(cfg)
     lines: list = []
     out = anchors.prepare_training(cfg, tmp_path / "run", log=lines.append)
     assert out.model == cfg.model

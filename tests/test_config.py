@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from od import config
+from od import config, experiment
 from od.errors import ConfigError
 from tests.conftest import CONFIGS
 
@@ -78,13 +78,13 @@ def test_resolve_takes_num_classes_from_label_map(tmp_path):
 
     (tmp_path / "train-00000-of-00001.tfrecord").write_bytes(b"")
     label_map.write(label_map.LabelMap.from_names(["a", "b"]), tmp_path / "label_map.pbtxt")
-    cfg, lm = config.resolve(config.load(overrides=[f"data.train={tmp_path}"]))
+    cfg, lm = experiment.resolve(config.load(overrides=[f"data.train={tmp_path}"]))
     assert cfg.model.num_classes == 3 and lm.names == ["a", "b"]
     assert cfg.data.train.endswith("train-*.tfrecord")
     with pytest.raises(ConfigError, match="model.num_classes = 5 but the label map"):
-        config.resolve(config.load(overrides=[f"data.train={tmp_path}", "model.num_classes=5"]))
+        experiment.resolve(config.load(overrides=[f"data.train={tmp_path}", "model.num_classes=5"]))
     with pytest.raises(ConfigError, match="no TFRecord shards match"):
-        config.resolve(config.load(overrides=[f"data.train={tmp_path}/nothing-*.tfrecord"]))
+        experiment.resolve(config.load(overrides=[f"data.train={tmp_path}/nothing-*.tfrecord"]))
 
 
 def test_model_equals_zoo_name_takes_architecture_and_checkpoint():

@@ -5,7 +5,7 @@ checkpoint; TFLite refused) → detect. Slow (minutes on 2 loaded cores)."""
 import numpy as np
 import pytest
 
-from od import config, detect, export, layout, model as model_lib, train
+from od import config, detect, experiment, export, layout, model as model_lib, train
 from od.errors import ExportError
 from tests.conftest import CONFIGS, SHARED
 
@@ -18,7 +18,7 @@ MNV2 = SHARED / "weights" / "mobilenet_v2_1.0_imagenet"  # the config's ImageNet
 def test_configs_build_the_maskrcnn_task_without_masks():
     for name in ("fasterrcnn_mobilenetv2_fpn_256.yaml", "fasterrcnn_resnet50_fpn_coco.yaml"):
         cfg = config.load(CONFIGS / name, overrides=["model.num_classes=4"])
-        exp = config.to_experiment(cfg)
+        exp = experiment.to_experiment(cfg)
         assert type(exp.task).__name__ == "MaskRCNNTask"
         assert exp.task.model.include_mask is False and exp.task.model.mask_head is None
         assert exp.task.model.num_classes == 4 and exp.task.use_coco_metrics is False

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from od import cli
+from od import cli, cli_zoo
 from od.data.convert import convert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,7 +206,7 @@ def test_internal_error_is_one_line_and_debug_reraises(monkeypatch, capsys):
     def boom(a):
         raise ZeroDivisionError("oops")
 
-    monkeypatch.setattr(cli, "_zoo_list", boom)
+    monkeypatch.setattr(cli_zoo, "_zoo_list", boom)
     assert cli.main(["zoo", "list"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("od: internal error: ZeroDivisionError: oops (run with --debug")
@@ -294,7 +294,7 @@ def test_ctrl_c_removes_the_temp_and_exits_130(monkeypatch, tmp_path, capsys):
             (tmp / "half.bin").write_bytes(b"x" * 100)
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_zoo_list", interrupted)
+    monkeypatch.setattr(cli_zoo, "_zoo_list", interrupted)
     assert cli.main(["zoo", "list"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

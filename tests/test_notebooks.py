@@ -81,7 +81,7 @@ def test_zoo_tflite_notebook_runs(tmp_path):
         WORK=str(tmp_path / "work"), MAX_LATENCY_MS=40, STEPS=2, CALIBRATION_IMAGES=4,
         EXTRA_OVERRIDES=["model.input_size=128", "train.batch_size=2", "train.warmup_steps=1",
                          "train.steps_per_loop=1", "train.checkpoint_every=2"]))
-    assert "model=retinanet_mobilenetv2_coco" in text   # fine-tunes what zoo.select picked
+    assert "model=retinanet_mobilenetv2_coco" in text   # fine-tunes what zoo_select.select picked
     assert "'AP50':" in text
     assert images >= 1 and (tmp_path / "work" / "detections.png").stat().st_size > 0
     # the drawn photos are test-split photos: none of them is in the training CSV

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from od import config, odapi, odapi_schema
+from od import config, experiment, odapi, odapi_schema
 from od.cli import main
 from od.errors import ConfigError
 from tests.conftest import CONFIGS, ROOT, SHARED, TINY, needs_shared
@@ -82,7 +82,7 @@ def test_ssd_fpn_maps_directly_with_manual_steps(tmp_path):
     assert rows["model.ssd.image_resizer.keep_aspect_ratio_resizer.max_dimension"].status == \
         "mapped"
     assert rows["(absent) random_horizontal_flip"].target == "data.hflip=False"
-    lr = config.to_experiment(imp.cfg).trainer.optimizer_config.learning_rate
+    lr = experiment.to_experiment(imp.cfg).trainer.optimizer_config.learning_rate
     assert lr.type == "stepwise" and lr.stepwise.boundaries == [500, 800]
 
 
@@ -94,7 +94,7 @@ def test_exponential_schedule_adam_and_burn_in(tmp_path):
     assert (t.lr_decay_steps, t.lr_decay_rate, t.lr_staircase) == (100, 0.9, True)
     assert (t.warmup_steps, t.warmup_learning_rate) == (50, 0.0005)
     from official.modeling import optimization
-    opt = config.to_experiment(odapi.import_config(p).cfg).trainer.optimizer_config
+    opt = experiment.to_experiment(odapi.import_config(p).cfg).trainer.optimizer_config
     assert opt.optimizer.type == "adam" and opt.learning_rate.exponential.decay_rate == 0.9
     lr = optimization.OptimizerFactory(opt).build_learning_rate()
     assert abs(float(lr(50)) - 0.002) < 1e-6 and float(lr(250)) < 0.002

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from od import config as config_lib
+from od import config as config_lib, experiment
 from od import train
 from od.errors import AnnotationError, ConfigError
 from tests.conftest import CONFIGS, ROOT, TINY
@@ -203,7 +203,7 @@ def test_empty_fine_tune_checkpoint_says_random_weights(data, tmp_path):
 
 
 def test_epochs_give_steps_from_the_number_of_images(data):
-    cfg, _ = config_lib.resolve(config_lib.load(QUICK, overrides=[
+    cfg, _ = experiment.resolve(config_lib.load(QUICK, overrides=[
         f"data.train={data}", "train.epochs=2.5", "train.batch_size=4"]))
     notes = []
     images = train.check_shards(cfg)

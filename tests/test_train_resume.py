@@ -2,7 +2,7 @@
 learning-rate schedule (end to end: tests/test_train_control.py)."""
 import pytest
 
-from od import config as config_lib
+from od import config as config_lib, experiment
 from od import train_resume
 from tests.conftest import CONFIGS
 
@@ -35,7 +35,7 @@ def test_more_steps_continue_from_the_learning_rate_reached(tmp_path):
     assert (s["offset"], s["decay_steps"], s["previous_steps"]) == (50, 250, 100)
     assert 0 < s["initial_learning_rate"] < old.train.learning_rate
     assert train_resume.read_schedule(tmp_path) == s and "continuing from step 50" in lines[0]
-    params = train_resume.apply_schedule(config_lib.to_experiment(new), s)
+    params = train_resume.apply_schedule(experiment.to_experiment(new), s)
     assert train_resume.learning_rate_at(params, 50) == pytest.approx(s["initial_learning_rate"],
                                                                       rel=1e-5)
     assert train_resume.learning_rate_at(params, 300) == pytest.approx(0.0, abs=1e-9)

@@ -18,9 +18,9 @@ import pytest
 
 from od import download as dl
 from od.checkpoints import prefix_in
-from od import zoo
+from od import zoo, zoo_select
 from od.errors import CheckpointError, OdError, ZooError
-from od.zoo import SpeedRecord
+from od.zoo_select import SpeedRecord
 
 # ---- selection on a table written here ---------------------------------------------------------
 BASE = zoo.ZOO[0]
@@ -44,62 +44,64 @@ SPEEDS = [_s("tiny", 10.0), _s("small", 25.0), _s("mid", 40.0), _s("big", 120.0)
 
 
 def test_select_best_ap_within_latency():
-    assert zoo.select(TABLE, max_latency_ms=40, speeds=SPEEDS).name == "mid"  # bound inclusive
-    assert zoo.select(TABLE, max_latency_ms=39.9, speeds=SPEEDS).name == "small"
-    assert zoo.select(TABLE, max_latency_ms=1000, speeds=SPEEDS).name == "big"  # not unmeasured
-    assert zoo.select(TABLE, max_latency_ms=40, min_ap=25, speeds=SPEEDS).name == "mid"
-    assert zoo.select(TABLE, max_latency_ms=30, min_ap=25, speeds=SPEEDS).name == "small"
+    # the bound is inclusive
+    assert zoo_select.select(TABLE, max_latency_ms=40, speeds=SPEEDS).name == "mid"
+    assert zoo_select.select(TABLE, max_latency_ms=39.9, speeds=SPEEDS).name == "small"
+    # not the unmeasured one
+    assert zoo_select.select(TABLE, max_latency_ms=1000, speeds=SPEEDS).name == "big"
+    assert zoo_select.select(TABLE, max_latency_ms=40, min_ap=25, speeds=SPEEDS).name == "mid"
+    assert zoo_select.select(TABLE, max_latency_ms=30, min_ap=25, speeds=SPEEDS).name == "small"
 
 
 def test_select_fastest_above_ap():
-    assert zoo.select(TABLE, min_ap=25, speeds=SPEEDS).name == "small"
-    assert zoo.select(TABLE, min_ap=28.0, speeds=SPEEDS).name == "small"  # bound inclusive
-    assert zoo.select(TABLE, min_ap=28.1, speeds=SPEEDS).name == "mid"
-    assert zoo.select(TABLE, min_ap=0, speeds=SPEEDS).name == "tiny"
+    assert zoo_select.select(TABLE, min_ap=25, speeds=SPEEDS).name == "small"
+    assert zoo_select.select(TABLE, min_ap=28.0, speeds=SPEEDS).name == "small"  # bound inclusive
+    assert zoo_select.select(TABLE, min_ap=28.1, speeds=SPEEDS).name == "mid"
+    assert zoo_select.select(TABLE, min_ap=0, speeds=SPEEDS).name == "tiny"
 
 
 def test_select_ties():
     table = (_e("a_fast", 30.0), _e("b_fast", 30.0), _e("c_better", 31.0))
     speeds = [_s("a_fast", 10.0), _s("b_fast", 20.0), _s("c_better", 20.0)]
     # same AP: the faster wins; same speed: the higher AP wins
-    assert zoo.select(table[:2], max_latency_ms=50, speeds=speeds).name == "a_fast"
-    assert zoo.select(table[1:], min_ap=0, speeds=speeds).name == "c_better"
+    assert zoo_select.select(table[:2], max_latency_ms=50, speeds=speeds).name == "a_fast"
+    assert zoo_select.select(table[1:], min_ap=0, speeds=speeds).name == "c_better"
     # full tie: the name decides, so the answer never depends on table order
     tied = (_e("y", 30.0), _e("x", 30.0))
     sp = [_s("y", 10.0), _s("x", 10.0)]
-    assert zoo.select(tied, max_latency_ms=50, speeds=sp).name == "x"
-    assert zoo.select(tied[::-1], min_ap=1, speeds=sp).name == "x"
+    assert zoo_select.select(tied, max_latency_ms=50, speeds=sp).name == "x"
+    assert zoo_select.select(tied[::-1], min_ap=1, speeds=sp).name == "x"
 
 
 def test_select_batch_uses_that_batch_figures():
-    assert zoo.select(TABLE, max_latency_ms=40, speeds=SPEEDS, batch=8).name == "big"
-    assert zoo.select(TABLE, min_ap=40, speeds=SPEEDS, batch=8).name == "big"
+    assert zoo_select.select(TABLE, max_latency_ms=40, speeds=SPEEDS, batch=8).name == "big"
+    assert zoo_select.select(TABLE, min_ap=40, speeds=SPEEDS, batch=8).name == "big"
 
 
 def test_select_nothing_fits_names_the_closest():
     with pytest.raises(ZooError) as ei:
-        zoo.select(TABLE, max_latency_ms=5, speeds=SPEEDS)
+        zoo_select.select(TABLE, max_latency_ms=5, speeds=SPEEDS)
     msg = str(ei.value)
     assert "tiny (20.0 AP, 10.0 ms/image at batch 1)" in msg and "huge" in msg  # left out
     with pytest.raises(ZooError) as ei:
-        zoo.select(TABLE, max_latency_ms=30, min_ap=40, speeds=SPEEDS)
+        zoo_select.select(TABLE, max_latency_ms=30, min_ap=40, speeds=SPEEDS)
     msg = str(ei.value)
     assert "big (44.0 AP, 120.0 ms/image" in msg and "small (28.0 AP, 25.0 ms/image" in msg
     with pytest.raises(ZooError, match=r"no detector has COCO AP >= 60: the best is huge"):
-        zoo.select(TABLE, min_ap=60, speeds=SPEEDS)
+        zoo_select.select(TABLE, min_ap=60, speeds=SPEEDS)
     with pytest.raises(ZooError, match="huge.*none has a measured speed"):
-        zoo.select(TABLE, min_ap=45, speeds=SPEEDS)
+        zoo_select.select(TABLE, min_ap=45, speeds=SPEEDS)
 
 
 def test_select_without_speeds_and_bad_bounds():
     with pytest.raises(ZooError, match="no detector has a measured speed at batch 1"):
-        zoo.select(TABLE, max_latency_ms=100, speeds=[_s("tiny", None)])
+        zoo_select.select(TABLE, max_latency_ms=100, speeds=[_s("tiny", None)])
     with pytest.raises(ZooError, match="give a bound"):
-        zoo.select(TABLE, speeds=SPEEDS)
+        zoo_select.select(TABLE, speeds=SPEEDS)
     with pytest.raises(ZooError, match="max_latency_ms must be"):
-        zoo.select(TABLE, max_latency_ms=-1, speeds=SPEEDS)
+        zoo_select.select(TABLE, max_latency_ms=-1, speeds=SPEEDS)
     with pytest.raises(ZooError, match="no detector entries"):
-        zoo.select(TABLE[-1:], min_ap=1, speeds=SPEEDS)
+        zoo_select.select(TABLE[-1:], min_ap=1, speeds=SPEEDS)
     assert issubclass(ZooError, OdError)
 
 
@@ -116,7 +118,7 @@ MIXED_SPEEDS = [_s("rn_small", 30.0), _s("rn_big", 900.0), _s("fr_big", 1500.0),
 
 
 def test_select_ranks_across_both_architectures():
-    sel = lambda **kw: zoo.select(MIXED, speeds=MIXED_SPEEDS, **kw).name  # noqa: E731
+    sel = lambda **kw: zoo_select.select(MIXED, speeds=MIXED_SPEEDS, **kw).name  # noqa: E731
     assert sel(max_latency_ms=2000) == "fr_big"       # best AP of both architectures
     assert sel(max_latency_ms=1000) == "rn_big"
     assert sel(min_ap=30) == "rn_big"                 # fastest above 30 AP
@@ -124,26 +126,27 @@ def test_select_ranks_across_both_architectures():
     assert sel(max_latency_ms=2000, coco_checkpoint_only=True) == "rn_big"
     assert sel(max_latency_ms=2000, architecture="retinanet") == "rn_big"
     assert sel(min_ap=0, architecture="faster_rcnn") == "fr_big"
-    ranked = zoo.rank(MIXED, max_latency_ms=2000, speeds=MIXED_SPEEDS)
+    ranked = zoo_select.rank(MIXED, max_latency_ms=2000, speeds=MIXED_SPEEDS)
     assert [e.name for e in ranked] == ["fr_big", "rn_big", "rn_small"]  # no AP: not ranked
-    assert [e.name for e in zoo.rank(MIXED, min_ap=0, speeds=MIXED_SPEEDS)] == [
+    assert [e.name for e in zoo_select.rank(MIXED, min_ap=0, speeds=MIXED_SPEEDS)] == [
         "rn_small", "rn_big", "fr_big"]
-    lines = zoo.ranking(ranked, MIXED_SPEEDS).splitlines()
+    lines = zoo_select.ranking(ranked, MIXED_SPEEDS).splitlines()
     assert lines[0].split()[:4] == ["1.", "fr_big", "faster_rcnn", "42.0"]
     assert "no COCO checkpoint" in lines[0] and "1500.0 ms" in lines[0]
     assert lines[1].endswith("COCO checkpoint") and "no COCO" not in lines[1]
     # the one Faster R-CNN within 200 ms has no published AP: the error says so
     with pytest.raises(ZooError, match="architecture faster_rcnn fits.*want of a published "
                                        "COCO AP: fr_mobile"):
-        zoo.select(MIXED, max_latency_ms=200, architecture="faster_rcnn", speeds=MIXED_SPEEDS)
+        zoo_select.select(MIXED, max_latency_ms=200, architecture="faster_rcnn",
+                          speeds=MIXED_SPEEDS)
     with pytest.raises(ZooError, match="fr_big \\(42.0 AP, no COCO checkpoint, 1500.0 ms"):
-        zoo.select(MIXED, max_latency_ms=1000, min_ap=40, speeds=MIXED_SPEEDS)
+        zoo_select.select(MIXED, max_latency_ms=1000, min_ap=40, speeds=MIXED_SPEEDS)
     with pytest.raises(ZooError, match="no detector entries of architecture faster_rcnn with a "
                                        "COCO checkpoint"):
-        zoo.select(MIXED, min_ap=1, architecture="faster_rcnn", coco_checkpoint_only=True,
+        zoo_select.select(MIXED, min_ap=1, architecture="faster_rcnn", coco_checkpoint_only=True,
                    speeds=MIXED_SPEEDS)
     with pytest.raises(ZooError, match="'ssd' is not one of retinanet, faster_rcnn"):
-        zoo.select(MIXED, min_ap=1, architecture="ssd", speeds=MIXED_SPEEDS)
+        zoo_select.select(MIXED, min_ap=1, architecture="ssd", speeds=MIXED_SPEEDS)
 
 
 def test_zoo_architectures_are_the_configs():
@@ -205,7 +208,7 @@ def test_faster_rcnn_entries_say_they_have_no_coco_checkpoint():
     assert zoo.get("retinanet_resnet50_fpn_coco").ap_label == "36.8 AP"
     assert "no COCO checkpoint published" in zoo.ap_source(r50)
     assert "downloadable COCO checkpoint" in zoo.ap_source(zoo.get("retinanet_spinenet49_coco"))
-    table = zoo.list_table(speeds=[])
+    table = zoo_select.list_table(speeds=[])
     row = next(line for line in table.splitlines() if line.startswith(r50.name))
     assert "faster_rcnn" in row and "NO COCO CKPT" in row and "42.3*" in row
     assert "Mask R-CNN R50-FPN" in table.split("NO COCO CKPT:", 1)[1]
@@ -233,7 +236,7 @@ def test_experiments_exist():
 
 
 def test_shipped_speeds_cover_every_detector_and_list_shows_them():
-    recs = zoo.read_speeds(zoo.SHIPPED_SPEEDS)
+    recs = zoo_select.read_speeds(zoo_select.SHIPPED_SPEEDS)
     detectors = {e.name for e in zoo.ZOO if e.is_detector}
     for b in (1, 8):
         got = {r.name: r for r in recs if r.batch == b}
@@ -241,7 +244,7 @@ def test_shipped_speeds_cover_every_detector_and_list_shows_them():
         for r in got.values():
             assert r.measured or r.note  # a figure, or why there is none
             assert r.input_size == zoo.get(r.name).input_size
-    table = zoo.list_table(speeds=recs)
+    table = zoo_select.list_table(speeds=recs)
     assert all(e.name in table for e in zoo.ZOO)
     b1 = {r.name: r for r in recs if r.batch == 1 and r.measured}
     if "retinanet_mobilenetv2_coco" in b1:
@@ -253,11 +256,12 @@ def test_load_speeds_user_file_first(tmp_path):
     from od.zoo_bench import write_speeds
     p = write_speeds([_s("tiny", 99.0, machine="mine")], tmp_path / "s.json")
     write_speeds([_s("small", 5.0, machine="mine")], p)  # merged, not overwritten
-    got = {(r.name, r.machine): r.latency_ms for r in zoo.load_speeds([p, zoo.SHIPPED_SPEEDS])}
+    got = {(r.name, r.machine): r.latency_ms
+           for r in zoo_select.load_speeds([p, zoo_select.SHIPPED_SPEEDS])}
     assert got[("tiny", "mine")] == 99.0 and got[("small", "mine")] == 5.0
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ZooError, match="bad.json"):
-        zoo.load_speeds([tmp_path / "bad.json"])
+        zoo_select.load_speeds([tmp_path / "bad.json"])
 
 
 # ---- downloads -----------------------------------------------------------------------------------
@@ -564,7 +568,7 @@ def test_benchmark_smoke(tmp_path):
         assert r.images_per_s == pytest.approx(1000.0 / r.latency_ms, rel=0.01)
         assert ("CPU" in r.machine) or r.machine.startswith("GPU: ")
     p = zoo_bench.write_speeds(recs, tmp_path / "speeds.json")
-    assert zoo.load_speeds([p]) and not list(tmp_path.glob(".*tmp*"))
+    assert zoo_select.load_speeds([p]) and not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(ZooError, match="backbone checkpoint"):
         zoo_bench.benchmark(["resnet50_imagenet"], log=None)
 
@@ -572,37 +576,37 @@ def test_benchmark_smoke(tmp_path):
 # ---- where speeds come from and go (issue 10) ---------------------------------------------------
 def test_benchmark_writes_user_cache_never_the_package(tmp_path, monkeypatch):
     from od import zoo_bench
-    monkeypatch.delenv(zoo.SPEEDS_ENV, raising=False)
+    monkeypatch.delenv(zoo_select.SPEEDS_ENV, raising=False)
     monkeypatch.setenv("OD_CACHE_DIR", str(tmp_path / "cache"))
     assert zoo_bench.default_out() == tmp_path / "cache" / "zoo_speeds.json"
-    assert zoo.SHIPPED_SPEEDS not in (zoo_bench.default_out(), zoo.user_speeds_path())
-    monkeypatch.setenv(zoo.SPEEDS_ENV, str(tmp_path / "mine.json"))
+    assert zoo_select.SHIPPED_SPEEDS not in (zoo_bench.default_out(), zoo_select.user_speeds_path())
+    monkeypatch.setenv(zoo_select.SPEEDS_ENV, str(tmp_path / "mine.json"))
     assert zoo_bench.default_out() == tmp_path / "mine.json"
 
 
 def test_select_prefers_this_machine_and_says_where(tmp_path, monkeypatch):
     from od.zoo_bench import write_speeds
     monkeypatch.setenv("OD_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv(zoo.SPEEDS_ENV, raising=False)
+    monkeypatch.delenv(zoo_select.SPEEDS_ENV, raising=False)
     user = write_speeds([_s("retinanet_mobilenetv2_coco", 12.0, machine="my GPU box")],
-                        zoo.user_speeds_path())
+                        zoo_select.user_speeds_path())
     assert user == tmp_path / "zoo_speeds.json"
-    speeds = {r.name: r for r in zoo.load_speeds() if r.batch == 1}
+    speeds = {r.name: r for r in zoo_select.load_speeds() if r.batch == 1}
     mine = speeds["retinanet_mobilenetv2_coco"]
-    assert mine.latency_ms == 12.0 and mine.origin == zoo.HERE  # beats the shipped figure
+    assert mine.latency_ms == 12.0 and mine.origin == zoo_select.HERE  # beats the shipped figure
     other = speeds["retinanet_resnet50_fpn_coco"]
-    assert other.origin == zoo.ELSEWHERE                         # only shipped: another machine
-    line = zoo.describe(zoo.get("retinanet_mobilenetv2_coco"))
+    assert other.origin == zoo_select.ELSEWHERE  # only shipped: another machine
+    line = zoo_select.describe(zoo.get("retinanet_mobilenetv2_coco"))
     assert "12.0 ms/image" in line and "my GPU box = this machine" in line
     assert "mixes machines" in line                             # the rest is from elsewhere
-    assert "another machine" in zoo.describe(zoo.get("retinanet_resnet50_fpn_coco"))
-    assert "[this machine]" in zoo.list_table()
+    assert "another machine" in zoo_select.describe(zoo.get("retinanet_resnet50_fpn_coco"))
+    assert "[this machine]" in zoo_select.list_table()
 
 
 def test_cli_select_prints_name_then_origin(tmp_path, monkeypatch, capsys):
     from od.cli import main
     monkeypatch.setenv("OD_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv(zoo.SPEEDS_ENV, raising=False)
+    monkeypatch.delenv(zoo_select.SPEEDS_ENV, raising=False)
     assert main(["zoo", "select", "--max-latency-ms", "40"]) == 0
     out, err = capsys.readouterr()
     assert out.strip() == "retinanet_mobilenetv2_coco"
@@ -646,7 +650,7 @@ def test_model_equals_frcnn_zoo_name_takes_its_config_and_backbone_checkpoint(
     """`model=fasterrcnn_*_imagenet` builds the Faster R-CNN config with the ImageNet backbone as
     a backbone checkpoint. The MobileNetV2 backbone is fetched from the 127.0.0.1 server (its zoo
     URL pointed there) and restores into the Faster R-CNN backbone."""
-    from od import checkpoints, config
+    from od import checkpoints, config, experiment
     from od import download as dl_mod
     from tests.conftest import CONFIGS, SHARED
 
@@ -664,7 +668,7 @@ def test_model_equals_frcnn_zoo_name_takes_its_config_and_backbone_checkpoint(
     assert cfg.model == ref.model
     assert (cfg.train.fine_tune_checkpoint, cfg.train.fine_tune_checkpoint_type) == (name,
                                                                                      "backbone")
-    exp = config.to_experiment(cfg)
+    exp = experiment.to_experiment(cfg)
     assert type(exp.task).__name__ == "MaskRCNNTask"
     assert exp.task.init_checkpoint == name and exp.task.init_checkpoint_modules == ["backbone"]
 

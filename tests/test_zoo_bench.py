@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from od import zoo
+from od import zoo, zoo_select
 from od.errors import ZooError
 
 
@@ -27,5 +27,5 @@ def test_benchmark_builds_and_times_a_faster_rcnn_entry(tmp_path):
     assert [(r.name, r.batch, r.input_size, r.repeats) for r in recs] == [(name, 1, 64, 1)]
     assert recs[0].measured and recs[0].latency_ms > 0, recs[0].note
     p = zoo_bench.write_speeds(recs, tmp_path / "speeds.json")
-    got = {r.name: r for r in zoo.load_speeds([p])}
+    got = {r.name: r for r in zoo_select.load_speeds([p])}
     assert got[name].latency_ms == recs[0].latency_ms
