@@ -26,6 +26,8 @@ def shard_pattern(source: str, split: str) -> str:
 
 
 def data_folder(cfg: PipelineConfig) -> str:
+    """The folder of ``data.train`` (itself when it is a folder, else the folder of its shard
+    glob): where ``label_map.pbtxt`` and the other splits' shards are looked for; '' if unset."""
     if cfg.data.train and os.path.isdir(cfg.data.train):
         return cfg.data.train
     return os.path.dirname(cfg.data.train) if cfg.data.train else ""
