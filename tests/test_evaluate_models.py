@@ -42,6 +42,9 @@ def models(tmp_path_factory):
     train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", root / "run", progress=False,
                     overrides=[f"data.train={root / 'data'}", *TINY, "model.score_threshold=0.0",
                                "train.eval_every=4",
+                               # the same weights whatever ran before in this process (the
+                               # TFLite-vs-SavedModel gap depends on them: measured with seed 1)
+                               "train.seed=1",
                                # the anchors as written: the model this equality was checked on
                                "model.anchor_fit=off"])
     _spread_scores(root / "run")
