@@ -21,6 +21,7 @@ import pytest
 
 from od import cli, evaluate, export, synthetic, train
 from od.data.convert import convert
+from od.detections import _with_area
 from od.eval_inputs import load_model, read_data
 
 from tests.conftest import CONFIGS, TINY
@@ -100,11 +101,8 @@ def test_run_savedmodel_frozen_graph_and_tflite_give_the_same_ap50(models):
         w.writerow(["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax"])
         for k, rec in enumerate(ds.records):
             det = run.predict(ds.image(k))
-            # the 3 best boxes of at least a pixel each way (a box clipped to the image's edge
-            # can have zero height: not a label)
-            boxes = [b for b in det.boxes if (b[2] - b[0]) * rec.height >= 1
-                     and (b[3] - b[1]) * rec.width >= 1]
-            for y0, x0, y1, x1 in boxes[:3]:
+            # the 3 best boxes with an area (a box clipped flat to the image's edge is no label)
+            for y0, x0, y1, x1 in det.boxes[_with_area(det)][:3]:
                 w.writerow([rec.image_path.name, rec.width, rec.height, "shape",
                             x0 * rec.width, y0 * rec.height, x1 * rec.width, y1 * rec.height])
     pseudo = _ap50(root, root / "pseudo.csv", "pseudo", images=root / "raw" / "images")
