@@ -25,7 +25,9 @@ Layout of ``EXPORT/`` (written atomically: the folder appears only when complete
                                    od.tflite.TOLERANCES)
 
 The SavedModel is Model Garden's serving ``DetectionModule`` saved by
-``official.core.export_base.export``; the checkpoint is the run's newest.
+``official.core.export_base.export`` (``od.model.save_serving``: the signatures' functions
+only, no per-layer Keras traces); the checkpoint is the run's best or newest
+(``od.layout.run_checkpoint``).
 """
 from __future__ import annotations
 
@@ -147,10 +149,9 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
     from od import outputs
     outputs.prepare_out(out, inputs=[model_dir], command="export", overwrite=overwrite)
     import tensorflow as tf
-    from official.core import export_base
 
     from od.layout import run_checkpoint
-    from od.model import build_model, detection_module, load_run
+    from od.model import build_model, detection_module, load_run, save_serving
 
     bad = [f for f in formats if f not in FORMATS]
     if bad:
@@ -167,8 +168,7 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
     checks = []
     with atomic.atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        export_base.export(module, dict(SIGNATURES), str(tmp / layout.SAVED_MODEL_DIR),
-                           checkpoint_path=ckpt, timestamped=False)
+        save_serving(module, SIGNATURES, tmp / layout.SAVED_MODEL_DIR, checkpoint_path=ckpt)
         ref = {k: v.numpy() for k, v in module.serve(tf.constant(image[None])).items()}
         loaded = tf.saved_model.load(str(tmp / layout.SAVED_MODEL_DIR))
         got = loaded.signatures["serving_default"](tf.constant(image[None]))

@@ -208,10 +208,9 @@ def write(cfg, checkpoint: str, folder: str | os.PathLike, formats,
       CheckpointError: the checkpoint does not fit; ExportError: conversion failed, or no
         calibration images.
     """
-    from official.core import export_base
     from official.vision.serving import detection, export_tflite_lib
 
-    from od.model import restore
+    from od.model import restore, save_serving
 
     formats = [f for f in FILES if f in formats]
     if not formats:
@@ -224,7 +223,7 @@ def write(cfg, checkpoint: str, folder: str | os.PathLike, formats,
     restore(module.model, checkpoint)
     written = {}
     with tempfile.TemporaryDirectory(dir=folder, prefix=".tflite_saved_model") as sm:
-        export_base.export(module, {"tflite": "serving_default"}, sm, timestamped=False)
+        save_serving(module, {"tflite": "serving_default"}, sm)
         for fmt in formats:
             try:
                 data = export_tflite_lib.convert_tflite_model(

@@ -60,13 +60,20 @@ def _stat(pid: int) -> tuple[int, str] | None:
     return (None if state == "Z" else (int(ppid), state))
 
 
-def _children(pid: int) -> list[int]:
-    out = []
+def _descendants(pid: int) -> list[int]:
+    """Live processes below ``pid``: its children (fork server, resource tracker) and theirs
+    (the workers, forked by the fork server)."""
+    parents: dict[int, list[int]] = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             st = _stat(int(d.name))
-            if st and st[0] == pid:
-                out.append(int(d.name))
+            if st:
+                parents.setdefault(st[0], []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out.extend(kids)
+        todo.extend(kids)
     return out
 
 
@@ -83,15 +90,16 @@ def test_kill_9_of_convert_leaves_no_worker_and_no_damage(tmp_path):
     try:
         deadline = time.monotonic() + 120
         tmp = out.parent / f".{out.name}.tmp-{proc.pid}"
-        # wait until both workers run and the first shard is being written
+        # wait until both workers (and the fork server, resource tracker) run and the first
+        # shard is being written
         while time.monotonic() < deadline and proc.poll() is None:
-            seen.update(_children(proc.pid))
-            if len(seen) >= 3 and tmp.is_dir() and any(tmp.iterdir()):
+            seen.update(_descendants(proc.pid))
+            if len(seen) >= 4 and tmp.is_dir() and any(tmp.iterdir()):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "convert ended before it could be killed: make the data bigger"
         assert len(seen) >= 2, f"expected worker processes, saw {seen}"
-        seen.update(_children(proc.pid))
+        seen.update(_descendants(proc.pid))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         deadline = time.monotonic() + 15

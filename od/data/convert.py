@@ -13,7 +13,7 @@ in it is complete::
 ``to='voc' | 'coco' | 'csv' | 'automl'`` writes that format's layout instead of the shards (see
 each module's ``write``), with the images as training will see them, plus the label map and
 summary. Shards are sized by bytes (``shard_bytes``, default 100 MB of image data). With more
-than one worker, one ``od.data.parallel.Pool`` of 'spawn' processes serves the whole run, the
+than one worker, one ``od.data.parallel.Pool`` of worker processes serves the whole run, the
 calling process working alongside: VOC files are parsed there in chunks, then each shard's images
 are encoded and validated in chunks (``od.data.convert_work``), each chunk written to a part file
 that is joined, in order, into its shard as soon as the shard's parts are done. The result is the

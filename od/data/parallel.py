@@ -1,18 +1,25 @@
-"""Worker processes for the data tools: ``spawn`` processes that never import TensorFlow.
+"""Worker processes for the data tools: processes started clean that never import TensorFlow.
 
-``spawn`` (not ``fork``) because the calling process may have TensorFlow's thread pools running
-(a notebook that trained a model), which ``fork`` would copy half-locked. A spawned worker imports
-the caller's ``__main__`` module again, so a *script* that calls ``od.data.convert`` at top level,
-without ``if __name__ == "__main__":``, would start workers from inside its workers; Python refuses
-that in the child, the worker dies, and :func:`imap` turns it into one clear :class:`OdError`
-instead of a pool that restarts dead workers forever.
+Workers are forked from multiprocessing's *fork server* (``forkserver``, where the platform has
+it; ``spawn`` elsewhere): a fresh interpreter that this module starts once per calling process,
+which imports the data modules (``PRELOAD``) once and then forks each worker from itself. A
+worker so starts in milliseconds with its modules loaded (a ``spawn`` worker starts a new
+interpreter and imports them: about 0.35 CPU-s each), and a notebook or script that calls
+``od.data.convert`` again reuses the server. Never plain ``fork`` of the caller: the calling
+process may have TensorFlow's thread pools running (a notebook that trained a model), which
+``fork`` would copy half-locked; the fork server has no threads and never imports TensorFlow.
+Like a spawned one, each worker imports the caller's ``__main__`` module again, so a *script*
+that calls ``od.data.convert`` at top level, without ``if __name__ == "__main__":``, would start
+workers from inside its workers; Python refuses that in the child, the worker dies, and
+:func:`imap` / :class:`Pool` turn it into one clear :class:`OdError` instead of a pool that
+restarts dead workers forever.
 
-Workers die with their parent: if the parent is killed (``kill -9``, the OOM killer), each worker
-ends at once on Linux (``prctl(PR_SET_PDEATHSIG, SIGKILL)``, set as the worker starts) and within
-``_POLL_S`` seconds elsewhere (a daemon thread that watches the parent's pid). Multiprocessing's
-resource-tracker helper then sees its pipe close and exits too. So a killed ``od data convert``
-leaves no process behind; its hidden temporary output is removed by the next run
-(``od.atomic``).
+Workers die with the calling process: if it is killed (``kill -9``, the OOM killer), each worker
+ends at once on Linux (a daemon thread waits on a pidfd of the caller, opened as the worker
+starts) and within ``_POLL_S`` seconds elsewhere (the thread polls the caller's pid). The fork
+server, which multiprocessing keeps alive while any worker lives, then exits, and the
+resource-tracker helper sees its pipe close and exits too. So a killed ``od data convert`` leaves
+no process behind; its hidden temporary output is removed by the next run (``od.atomic``).
 
 :class:`Pool` keeps one set of workers for every phase of a command (``od data convert`` parses
 the annotations and encodes the images in the same workers, so starting them is paid once), and
@@ -29,52 +36,91 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from od.errors import OdError
 
 FIX = ("A worker process could not start. If you call od from a script, put the call under "
-       "`if __name__ == \"__main__\":` (workers are started with 'spawn', which imports the "
-       "script again), or pass workers=1 (--workers 1).")
+       "`if __name__ == \"__main__\":` (each worker process imports the script again), or pass "
+       "workers=1 (--workers 1).")
+
+PRELOAD = ("od.data.voc", "od.data.convert_work", "od.data.duplicates")
+"""What the fork server imports once, before it forks any worker (the modules of every job
+the data tools give to workers; a job's module that is not here is imported by the worker)."""
 
 
 _POLL_S = 0.5
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: end this process when ``parent`` (the process that started the pool)
-    dies, by kernel signal on Linux and by polling everywhere."""
+def _context():
+    """The multiprocessing context workers start from: the fork server (module doc) with
+    ``PRELOAD`` where the platform has one, else ``spawn``. The preload takes effect when the
+    server starts, the first time any pool of this process uses it."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(list(PRELOAD))
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc: os.kill said it exists
+        return True
+
+
+def _die_with_caller(caller: int) -> None:
+    """Worker initializer: end this process as soon as ``caller`` (the process that made the
+    pool) ends: on Linux by a pidfd that becomes readable when it does (and, with ``spawn``, by
+    ``PR_SET_PDEATHSIG`` as well, the caller being the parent), elsewhere by polling."""
+    import select
     import signal
 
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and os.getppid() == caller:
         try:
             import ctypes
 
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # no prctl: the polling thread below still works
+        except (OSError, AttributeError):  # no prctl: the watching thread below still works
             pass
+    try:
+        pidfd = os.pidfd_open(caller)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or the caller is gone already
+        pidfd = None
+    if not _alive(caller):
+        os._exit(1)
 
     def watch():
-        while os.getppid() == parent:
-            time.sleep(_POLL_S)
+        if pidfd is not None:
+            select.select([pidfd], [], [])
+        else:
+            while _alive(caller):
+                time.sleep(_POLL_S)
         os._exit(1)
 
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-    threading.Thread(target=watch, name="od-watch-parent", daemon=True).start()
+    threading.Thread(target=watch, name="od-watch-caller", daemon=True).start()
 
 
 def imap(fn: Callable, items: Iterable, workers: int, chunksize: int = 1) -> Iterator:
-    """``fn(item)`` for each item, in order, computed by ``workers`` spawn processes.
+    """``fn(item)`` for each item, in order, computed by ``workers`` worker processes.
 
     ``fn`` must be a module-level function and items picklable. Raises OdError (with the fix
     above) when a worker dies; ``fn``'s own exceptions propagate unchanged. Workers die with the
     calling process (module doc).
     """
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent,
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_context(),
+                             initializer=_die_with_caller,
                              initargs=(os.getpid(),)) as pool:
         try:
             yield from pool.map(fn, items, chunksize=chunksize)
@@ -96,7 +142,7 @@ def _call(fn: Callable, item) -> tuple[bool, object]:
 
 
 class Pool:
-    """``workers`` spawn processes (module doc) kept for several ``map`` calls, with the calling
+    """``workers`` worker processes (module doc) kept for several ``map`` calls, with the calling
     process taking part in the work.
 
     Workers start when the pool is made, importing ``preload`` (module names) meanwhile, so the
@@ -109,9 +155,9 @@ class Pool:
 
     def __init__(self, workers: int, preload: tuple[str, ...] = ()):
         self.workers = workers
-        ctx = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                         initializer=_die_with_parent, initargs=(os.getpid(),))
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(),
+                                         initializer=_die_with_caller,
+                                         initargs=(os.getpid(),))
         try:
             self._started = [self._pool.submit(_preload, tuple(preload)) for _ in range(workers)]
         except BaseException:
