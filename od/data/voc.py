@@ -236,7 +236,7 @@ def read(annotations_dir: str | os.PathLike, images_dir: str | os.PathLike | Non
         ann_dir = root / "Annotations"
         images_dir = images_dir or root / "JPEGImages"
         splits = _devkit_splits(root)
-    files = sorted(ann_dir.glob("*.xml"))
+    files = sorted(ann_dir.glob("*.xml"), key=lambda p: p.name)  # one folder: by name, fast
     if not files:
         raise AnnotationError(f"{ann_dir}: no .xml files found; is this the Pascal VOC "
                               "annotations folder (--annotations)?")
