@@ -94,9 +94,9 @@ def _add_model_commands(sub) -> None:
                    help="also detect on overlapping N-px tiles, merged by NMS (small objects in "
                         "large photos; e.g. N = the model's input size)")
     d.add_argument("--tile-overlap", type=float, default=0.2, help="tile overlap fraction")
-    d.add_argument("--batch-size", type=int, default=1, metavar="N",
-                   help="images of one size per model call (default 1: one at a time, the "
-                        "fastest measured on mixed-size folders; try 8 for same-size photos)")
+    d.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="images of one size per model call (default 8, the fastest measured on "
+                        "camera and mixed-size folders; 1: one at a time)")
     _add_output_options(d, "OUT/od.log")
     d.set_defaults(func=_detect)
 

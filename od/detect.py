@@ -35,10 +35,16 @@ from od.detections import Detections
 from od.errors import ExportError, ImageError, OdError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-#: images of one size per SavedModel call in detect_folder. 1 by default: on a folder of mixed
-#: sizes (raccoon photos, 2-core Xeon, bench/bench_detect.py) batch 1 ran 3.62 images/s against
-#: 3.06 for batch 8; same-size camera folders may gain from --batch-size 8 (measure first).
-BATCH_SIZE = 1
+#: images of one size per SavedModel call in detect_folder. Measured on an idle 2-core Xeon
+#: (bench/bench_detect.py, 200 images, best of 2 rounds): 640x480 camera photos 15.6 images/s
+#: with 8 against 11.9 with 1; raccoon photos of 133 sizes 13.8 against 11.5.
+BATCH_SIZE = 8
+#: images above this many pixels run one at a time (a batch of 12 MP photos would hold GBs of
+#: float pixels in the model's resize, for little gain: decoding and resizing dominate then)
+BATCH_MAX_PIXELS = 1920 * 1080
+#: decoded pixels detect_folder holds per pass (about 100 MB of uint8 RGB): large photos make
+#: shorter passes
+WINDOW_PIXELS = 32_000_000
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
@@ -205,10 +211,25 @@ def _decoded(pool, files: list[Path], ahead: int):
         yield (path, *future.result())
 
 
+def _chunks(stream, most: int, pixels: int):
+    """Lists of up to ``most`` items of ``stream`` (``(path, image or None, reason)``), ended
+    early once their images hold ``pixels`` pixels."""
+    chunk, held = [], 0
+    for item in stream:
+        chunk.append(item)
+        held += 0 if item[1] is None else item[1].shape[0] * item[1].shape[1]
+        if len(chunk) >= most or held >= pixels:
+            yield chunk
+            chunk, held = [], 0
+    if chunk:
+        yield chunk
+
+
 def _detect_all(detector, images: list[np.ndarray], batch_size: int, tile: int,
                 tile_overlap: float) -> list[Detections]:
     """Detections per image, in order: images of the same shape go through the SavedModel
-    together, ``batch_size`` at a time (``Detector.batch``); tiled or other detectors per image."""
+    together, ``batch_size`` at a time (``Detector.batch``), those over ``BATCH_MAX_PIXELS``
+    one at a time; tiled or other detectors per image."""
     batch = getattr(detector, "batch", None)
     if tile or batch is None or batch_size <= 1:
         return [tiling.detect_tiled(detector, im, tile, tile_overlap) if tile else detector(im)
@@ -216,7 +237,8 @@ def _detect_all(detector, images: list[np.ndarray], batch_size: int, tile: int,
     found: list = [None] * len(images)
     groups: dict[tuple, list[int]] = {}
     for i, im in enumerate(images):
-        groups.setdefault(im.shape, []).append(i)
+        alone = im.shape[0] * im.shape[1] > BATCH_MAX_PIXELS
+        groups.setdefault((i,) if alone else im.shape, []).append(i)
     for idx in groups.values():
         for k in range(0, len(idx), batch_size):
             part = idx[k:k + batch_size]
@@ -272,7 +294,7 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
                   *, min_score: float = 0.5, voc: bool = False, crops: bool = False,
                   progress: bool = True, format: str = "saved_model",
                   overwrite: bool = False, tile: int = 0, tile_overlap: float = 0.2,
-                  checkpoint: str | None = None, batch_size: int = BATCH_SIZE,
+                  checkpoint: str | None = None, batch_size: int | None = None,
                   workers: int | None = None) -> dict:
     """Detect objects in every image of ``images`` (not recursive) and write ``out`` (module doc).
 
@@ -291,8 +313,9 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
         (``od.tiling.detect_tiled``), for small objects in large photos; tile_overlap: fraction.
       checkpoint: with a run folder of ``od train`` as ``model``: best, latest or a checkpoint
         path (None: best when ``RUN/best/`` exists, else latest), run in memory.
-      batch_size: images of one size per SavedModel call (1: one at a time; tiles, TFLite and
-        run folders always run one at a time).
+      batch_size: images of one size per SavedModel call (None: ``BATCH_SIZE``; 1: one at a
+        time; tiles, TFLite, run folders and images over ``BATCH_MAX_PIXELS`` always run one
+        at a time).
       workers: threads that decode ahead, and threads that draw/encode/write, each; 0: none,
         all in this thread, one image after another (None: ``auto_workers()``).
     Returns:
@@ -315,6 +338,7 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
         raise OdError(f"{images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}).")
     if not 0.0 <= min_score <= 1.0:
         raise OdError(f"--min-score {min_score} must be in [0, 1].")
+    batch_size = BATCH_SIZE if batch_size is None else batch_size
     if int(batch_size) < 1:
         raise OdError(f"--batch-size {batch_size} must be >= 1 (1: one image at a time).")
     if tile:
@@ -330,8 +354,9 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
     decode_pool, write_pool = _pool(workers, "od-decode"), _pool(workers, "od-write")
     bar = tqdm(total=len(files), desc="detect", unit="img", disable=not progress)
     try:
-        stream = _decoded(decode_pool, files, 2 * window)
-        while chunk := list(itertools.islice(stream, window)):
+        # decoded ahead: enough to keep the decode threads busy (without threads, the next one)
+        stream = _decoded(decode_pool, files, 2 * workers if workers else 1)
+        for chunk in _chunks(stream, window, WINDOW_PIXELS):
             ok = [c for c in chunk if c[1] is not None]
             dets = iter(_detect_all(detector, [c[1] for c in ok], int(batch_size), tile,
                                     tile_overlap))

@@ -52,6 +52,28 @@ def test_batched_outputs_equal_one_image_at_a_time(exported, tmp_path):
     assert drawn.size == (50, 70)  # a.png, the later of the two files of stem 'a', wins
 
 
+def test_large_images_run_alone_and_short_passes_change_nothing(exported, tmp_path, monkeypatch):
+    """Images over BATCH_MAX_PIXELS are never batched, and passes end early at WINDOW_PIXELS
+    (memory bounds for large photos); the outputs stay those of one image at a time."""
+    export, folder = exported
+    kw = dict(min_score=0.0, progress=False, workers=0)
+    one = detect.detect_folder(export, folder, tmp_path / "one", batch_size=1, **kw)
+    sizes: list[int] = []
+    batch = detect.Detector.batch
+
+    def counted(self, images):
+        sizes.append(len(images))
+        return batch(self, images)
+
+    monkeypatch.setattr(detect.Detector, "batch", counted)
+    monkeypatch.setattr(detect, "BATCH_MAX_PIXELS", 60 * 70)  # 50x70 batched, 80x64 alone
+    monkeypatch.setattr(detect, "WINDOW_PIXELS", 3 * 80 * 64)  # passes of about 3 images
+    capped = detect.detect_folder(export, folder, tmp_path / "capped", **kw)  # default batch 8
+    assert capped == one
+    assert max(sizes) >= 2 and sum(sizes) == len(one["images"])
+    assert _files(tmp_path / "capped") == _files(tmp_path / "one")
+
+
 def test_detector_batch_is_exactly_per_image_calls(exported):
     export, folder = exported
     det = detect.Detector(export)
