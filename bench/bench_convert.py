@@ -4,7 +4,8 @@ The raccoon images and VOC annotations (../shared/data/raccoon) are replicated i
 folder to at least ``--items`` images (default 2,000; each copy is a distinct file). Then, in
 the same run, on the same files (page cache warmed first):
 
-  od          ``od data convert --format voc ... --to tfrecord`` (worker processes forked from a fork server)
+  od          ``od data convert --format voc ... --to tfrecord`` (workers forked from a fork
+              server, od.data.parallel)
   baseline    a single-process converter written the way the OD API's
               ``dataset_tools/create_pascal_tf_record.py`` works: parse each XML with lxml into a
               dict, read the image, check it is a JPEG with PIL, hash it with SHA-256, build a
@@ -15,11 +16,11 @@ Two comparisons are printed. The headline is steady state: the conversion loop o
 already imported for the baseline, against ``od``'s library call ``od.data.convert.convert``
 (which still starts its worker processes each call: forked in milliseconds from the fork server
 that the first call starts, as in a notebook that converts again); each is run ``--repeat``
-times, alternating, and the medians are compared (goal: >= 1.8x on a 2-core CPU). The other is end to end: each as
-the command a user runs, interpreter start and imports included (the baseline imports
-TensorFlow, ``od`` does not need to). The machine (CPU model, cores), the date and the load
-average before and after are printed with the figures: on a shared machine, other processes
-slow both sides, the parallel one more.
+times, alternating, and the medians are compared (goal: >= 1.8x on a 2-core CPU). The other is
+end to end: each as the command a user runs, interpreter start and imports included (the
+baseline imports TensorFlow, ``od`` does not need to). The machine (CPU model, cores), the date
+and the load average before and after are printed with the figures: on a shared machine, other
+processes slow both sides, the parallel one more.
 
 Run:  python bench/bench_convert.py [--items 2000] [--workers N] [--repeat 3] [--keep DIR]
 """

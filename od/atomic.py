@@ -31,7 +31,9 @@ def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs. A zombie (ended, not yet reaped by its parent) does not,
+    where ``/proc`` tells (Linux); a pid we may not signal does."""
     if pid == os.getpid():
         return True
     try:
@@ -40,7 +42,10 @@ def _alive(pid: int) -> bool:
         return False
     except (PermissionError, OverflowError, OSError):
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc: os.kill said it exists
+        return True
 
 
 def clean_leftovers(folder: str | os.PathLike) -> list[Path]:
@@ -53,7 +58,7 @@ def clean_leftovers(folder: str | os.PathLike) -> list[Path]:
         return removed
     for e in entries:
         m = _LEFTOVER.match(e.name)
-        if m and not _alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             _remove(Path(e.path))
             removed.append(Path(e.path))
     return removed

@@ -76,8 +76,9 @@ class ZooEntry:
 
     @property
     def is_detector(self) -> bool:
-        """True for a detector entry (built by `od zoo benchmark`, ranked by :func:`od.zoo_select.select`): a
-        COCO detector checkpoint, or a detector architecture with only a backbone checkpoint."""
+        """True for a detector entry (built by `od zoo benchmark`, ranked by
+        :func:`od.zoo_select.select`): a COCO detector checkpoint, or a detector architecture
+        with only a backbone checkpoint."""
         return self.init == "detector" or self.arch_only
 
     @property

@@ -65,10 +65,6 @@ DEFAULT_SHARD_BYTES = 100 * 1024 * 1024
 _MAX_LISTED_PROBLEMS = 20
 _MOST_PER_JOB = 32
 """Images per encoding job at most (a job of raccoon-sized images takes ~10 ms)."""
-_PRELOAD = ("od.data.voc", "od.data.convert_work")
-"""What every worker imports as it starts, while the calling process reads the annotations."""
-
-
 class InvalidDataError(OdError):
     """Some images failed validation and ``skip_invalid`` was not set."""
 
@@ -270,7 +266,7 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
                          verify=verify)
     out = Path(out)
     workers = workers or os.cpu_count() or 1
-    with parallel.Pool(workers, _PRELOAD) if workers > 1 else contextlib.nullcontext() as pool:
+    with parallel.Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
         read = read_annotations(annotations, format, images, pool=pool)
         guards.check_not_empty(read, guards.first_source(annotations), bool(label_map))
         lm = (label_map_lib.read(label_map) if label_map

@@ -3,8 +3,8 @@
 Two images are duplicates when the MD5 of their decoded pixels (upright RGB, uint8 [H, W, 3], plus
 the size) is equal, so the same picture saved as two files, or as a PNG and its lossless copy, is
 found. Decoding costs a full decode per image, done by worker processes (od.data.parallel); it
-runs only when asked (``od data convert --dedupe``). ``by_bytes`` groups items by an already known hash of
-their stored bytes, for the free report ``od data convert`` always gives.
+runs only when asked (``od data convert --dedupe``). ``by_bytes`` groups items by an already
+known hash of their stored bytes, for the free report ``od data convert`` always gives.
 """
 from __future__ import annotations
 

@@ -36,9 +36,9 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from od.atomic import pid_alive
 from od.errors import OdError
 
 FIX = ("A worker process could not start. If you call od from a script, put the call under "
@@ -65,20 +65,6 @@ def _context():
     return multiprocessing.get_context("spawn")
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):  # no /proc: os.kill said it exists
-        return True
-
-
 def _die_with_caller(caller: int) -> None:
     """Worker initializer: end this process as soon as ``caller`` (the process that made the
     pool) ends: on Linux by a pidfd that becomes readable when it does (and, with ``spawn``, by
@@ -98,14 +84,14 @@ def _die_with_caller(caller: int) -> None:
         pidfd = os.pidfd_open(caller)
     except (AttributeError, OSError):  # not Linux >= 5.3, or the caller is gone already
         pidfd = None
-    if not _alive(caller):
+    if not pid_alive(caller):
         os._exit(1)
 
     def watch():
         if pidfd is not None:
             select.select([pidfd], [], [])
         else:
-            while _alive(caller):
+            while pid_alive(caller):
                 time.sleep(_POLL_S)
         os._exit(1)
 
@@ -145,15 +131,16 @@ class Pool:
     """``workers`` worker processes (module doc) kept for several ``map`` calls, with the calling
     process taking part in the work.
 
-    Workers start when the pool is made, importing ``preload`` (module names) meanwhile, so the
-    caller can read its inputs while they start. ``map`` gives the jobs to the workers in order;
-    whenever the caller would wait for a result, it takes the last job no worker has begun and
-    computes it itself. So no core idles while the workers start, and a list of jobs ends with
-    the caller and the workers finishing together. Use it as a context manager: leaving it
-    cancels the jobs not begun and waits for the running ones.
+    Workers start when the pool is made, importing ``preload`` (module names; the fork server
+    has ``PRELOAD`` already) meanwhile, so the caller can read its inputs while they start.
+    ``map`` gives the jobs to the workers in order; whenever the caller would wait for a result,
+    it takes the last job no worker has begun and computes it itself. So no core idles while
+    the workers start, and a list of jobs ends with the caller and the workers finishing
+    together. Use it as a context manager: leaving it cancels the jobs not begun and waits for
+    the running ones.
     """
 
-    def __init__(self, workers: int, preload: tuple[str, ...] = ()):
+    def __init__(self, workers: int, preload: tuple[str, ...] = PRELOAD):
         self.workers = workers
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context(),
                                          initializer=_die_with_caller,
