@@ -79,6 +79,7 @@ class TrainConfig:
     warmup_learning_rate: float = 0.001  # learning rate at step 0
     momentum: float = 0.9
     clipnorm: float = 10.0           # global gradient-norm clip; 0 = off
+    ema_decay: float = 0.0           # keep an exponential moving average of the weights (Model Garden's, warm-up included) and evaluate, export and detect with it; 0 = off
     l2_weight_decay: float = 4e-5
     fine_tune_checkpoint: str = ""   # checkpoint dir, prefix, tarball, file:// URL or zoo name; none = from scratch on purpose ('' = random init, with a note)
     fine_tune_checkpoint_type: str = "backbone"  # backbone, detector or full (see FINE_TUNE_PARTS)
@@ -279,6 +280,9 @@ def check_training(cfg: PipelineConfig, where: str) -> PipelineConfig:
     if t.epochs < 0:
         raise ConfigError(f"{where}: train.epochs = {t.epochs} must be >= 0 (0 = use "
                           "train.steps).")
+    if not 0 <= t.ema_decay < 1:
+        raise ConfigError(f"{where}: train.ema_decay = {t.ema_decay} must be in [0, 1) (e.g. "
+                          "0.99; 0 = no moving average).")
     if t.weight_decay < 0:
         raise ConfigError(f"{where}: train.weight_decay = {t.weight_decay} must be >= 0.")
     if t.lr_schedule == "stepwise" and len(t.lr_values) != len(t.lr_boundaries) + 1:

@@ -153,6 +153,9 @@ def to_experiment(cfg: PipelineConfig):
     if t.clipnorm > 0:
         optimizer["optimizer"][t.optimizer]["global_clipnorm"] = t.clipnorm
     optimizer = lr_schedule_choice(optimizer, t)
+    if t.ema_decay:  # Model Garden's ExponentialMovingAverage (dynamic warm-up of the decay)
+        optimizer["ema"] = {"average_decay": t.ema_decay, "trainable_weights_only": True,
+                            "dynamic_decay": True}
     task = rn.RetinaNetTask(
         model=model,
         train_data=rn.DataConfig(input_path=d.train, is_training=True,

@@ -151,7 +151,7 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
     import tensorflow as tf
 
     from od.layout import run_checkpoint
-    from od.model import build_model, detection_module, load_run, save_serving
+    from od.model import build_model, detection_module, load_run, restore, save_serving
 
     bad = [f for f in formats if f not in FORMATS]
     if bad:
@@ -163,12 +163,13 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
     from od.experiment import to_experiment
     params = to_experiment(cfg)  # built once for the SavedModel, frozen graph and TFLite files
     model = build_model(cfg, params)
+    restore(model, ckpt)  # the moving averages, where the run kept them (train.ema_decay)
     module = detection_module(cfg, model, batch_size=None, params=params)
     image = _sample_image(cfg)
     checks = []
     with atomic.atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        save_serving(module, SIGNATURES, tmp / layout.SAVED_MODEL_DIR, checkpoint_path=ckpt)
+        save_serving(module, SIGNATURES, tmp / layout.SAVED_MODEL_DIR)
         ref = {k: v.numpy() for k, v in module.serve(tf.constant(image[None])).items()}
         loaded = tf.saved_model.load(str(tmp / layout.SAVED_MODEL_DIR))
         got = loaded.signatures["serving_default"](tf.constant(image[None]))

@@ -147,16 +147,50 @@ def build_model(cfg: config_lib.PipelineConfig, params=None):
     return factory.build_retinanet(input_specs=specs, model_config=params.task.model)
 
 
-def restore(model, checkpoint: str) -> None:
-    """Load the model weights of a training checkpoint (written by Model Garden's trainer)."""
+def restore(model, checkpoint: str) -> bool:
+    """Load the model weights of a training checkpoint (written by Model Garden's trainer).
+
+    Where the run kept a moving average of its weights (``train.ema_decay``: Model Garden's
+    ``ExponentialMovingAverage`` optimizer, whose ``average`` slots the checkpoint holds), each
+    variable that has an average gets the average instead of its last raw value, as Model
+    Garden's own evaluation swaps them in. Returns True when averages were loaded. Raises
+    :class:`CheckpointError` when the checkpoint does not fit the model.
+    """
     import tensorflow as tf
 
     try:
         tf.train.Checkpoint(model=model).read(checkpoint).expect_partial() \
             .assert_existing_objects_matched()
+        keys = [k for k, _ in tf.train.list_variables(checkpoint)]
     except (AssertionError, ValueError, tf.errors.OpError) as e:
         raise CheckpointError(f"{checkpoint}: does not fit the model in pipeline.yaml ({e}). Was "
                               "the run folder trained with another config?") from None
+    if not any(k.endswith(_AVERAGE_SLOT) for k in keys):
+        return False
+    return _load_averages(model, checkpoint)
+
+
+#: The checkpoint key ending of an ExponentialMovingAverage slot (the trainer's ``optimizer``).
+_AVERAGE_SLOT = "/.OPTIMIZER_SLOT/optimizer/average/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _load_averages(model, checkpoint: str) -> bool:
+    """Assign the ``average`` slots of ``checkpoint``'s optimizer to the model's variables."""
+    import tensorflow as tf
+    import tf_keras
+    from official.modeling.optimization import ema_optimizer
+
+    holder = ema_optimizer.ExponentialMovingAverage(tf_keras.optimizers.legacy.SGD())
+    tf.train.Checkpoint(model=model, optimizer=holder).read(checkpoint).expect_partial()
+    loaded = 0
+    for var in model.variables:
+        try:
+            average = holder.get_slot(var, "average")
+        except KeyError:
+            continue
+        var.assign(average)
+        loaded += 1
+    return loaded > 0
 
 
 def detection_module(cfg: config_lib.PipelineConfig, model=None, batch_size: int | None = None,

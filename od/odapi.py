@@ -64,7 +64,6 @@ _IGNORED = (
     ("sync_replicas", "TF1 parameter-server setting; od uses tf.distribute (runtime.strategy)"),
     ("replicas_to_aggregate", "TF1 parameter-server setting; od uses runtime.strategy"),
     ("startup_delay_steps", "TF1 parameter-server setting; od uses runtime.strategy"),
-    ("use_moving_average", "od keeps no moving average of the weights"),
     ("fine_tune_checkpoint_version", "od reads TF2 (object-based) checkpoints only"),
     ("max_number_of_boxes", "Model Garden pads ground truth to 100 boxes per image"),
     ("unpad_groundtruth_tensors", "Model Garden pads ground truth itself"),

@@ -40,7 +40,23 @@ def _train(msg, mp) -> None:
     _augmentation(t.data_augmentation_options, f"{p}.data_augmentation_options", mp)
 
 
+#: ``optimizer.moving_average_decay`` when the file leaves it out (the OD API's optimizer.proto).
+_ODAPI_MOVING_AVERAGE_DECAY = 0.9999
+
+
 def _optimizer(o, p: str, mp) -> None:
+    if o.use_moving_average:
+        decay = (o.moving_average_decay if o.HasField("moving_average_decay")
+                 else _ODAPI_MOVING_AVERAGE_DECAY)
+        note = ("Model Garden's ExponentialMovingAverage; od evaluate, export and detect use the "
+                "averages")
+        mp.set(f"{p}.use_moving_average", "train.ema_decay", decay, note=note)
+        if o.HasField("moving_average_decay"):
+            mp.set(f"{p}.moving_average_decay", "train.ema_decay", decay, note=note)
+    elif o.HasField("use_moving_average"):
+        mp.set(f"{p}.use_moving_average", "train.ema_decay", 0.0)
+        if o.HasField("moving_average_decay"):
+            mp.note(f"{p}.moving_average_decay", "ignored", "use_moving_average is false")
     kind = next((k for k in ("momentum_optimizer", "adam_optimizer", "rms_prop_optimizer")
                  if o.HasField(k)), None)
     if kind is None:

@@ -103,6 +103,16 @@ def _check_resume(cfg: config_lib.PipelineConfig, model_dir: Path):
     if diff:
         raise ConfigError(f"{model_dir} holds a run of a different model ({'; '.join(diff)}). "
                           "Use a new --model-dir, or the same model settings to resume.")
+    # the optimizer's state in the checkpoint (momentum, moving averages) fits only its own kind
+    if old.train.optimizer != cfg.train.optimizer or bool(old.train.ema_decay) != bool(
+            cfg.train.ema_decay):
+        raise ConfigError(
+            f"{model_dir} was trained with train.optimizer={old.train.optimizer} "
+            f"train.ema_decay={old.train.ema_decay}; resuming with train.optimizer="
+            f"{cfg.train.optimizer} train.ema_decay={cfg.train.ema_decay} would drop or restart "
+            "the optimizer's state (momentum, moving averages). Resume with the run's values, or "
+            f"start a new --model-dir with train.fine_tune_checkpoint={model_dir} "
+            "train.fine_tune_checkpoint_type=full.")
     return old
 
 

@@ -14,6 +14,8 @@ of ``train.steps_per_loop`` steps by ``orbit.Controller``; the loop itself stays
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import signal
 import threading
@@ -174,9 +176,10 @@ class PeriodicEval:
             summaries = lambda g, d: tb.write_eval_summaries(  # noqa: E731
                 self.writer, step, g, d, self.label_map, self.cfg.data.val,
                 self.cfg.eval.min_score)
-        metrics = evaluate.coco_on_records(self.predictor, self.cfg.data.val, self.label_map,
-                                           max_images=self.cfg.eval.max_images,
-                                           summaries=summaries)
+        with self._averaged():
+            metrics = evaluate.coco_on_records(self.predictor, self.cfg.data.val, self.label_map,
+                                               max_images=self.cfg.eval.max_images,
+                                               summaries=summaries)
         row = {"step": step, **{k: v for k, v in metrics.items() if k != "per_class"},
                "total_loss": float((output or {}).get("total_loss", float("nan")))}
         better = self._update(row)
@@ -205,6 +208,25 @@ class PeriodicEval:
                                 f"than {self.min_delta} for {self.waited} evaluations (best "
                                 f"{self.best:.3f} at step {self.best_step}, in "
                                 f"{self.model_dir / BEST_DIR})")
+
+    @contextlib.contextmanager
+    def _averaged(self):
+        """Evaluate the moving averages of the weights where the run keeps them
+        (``train.ema_decay``), as ``od evaluate``/``export`` restore them: Model Garden's
+        ``ExponentialMovingAverage.swap_weights``, swapped back afterwards."""
+        from official.modeling import optimization
+
+        opt = self.trainer.optimizer
+        if not isinstance(opt, optimization.ExponentialMovingAverage):
+            yield
+            return
+        with self.trainer.strategy.scope():
+            opt.swap_weights()
+        try:
+            yield
+        finally:
+            with self.trainer.strategy.scope():
+                opt.swap_weights()
 
     def _save_best(self, step: int, row: dict) -> None:
         """Copy the current weights to ``RUN/best/ckpt-STEP`` (+ ``checkpoint`` state file and

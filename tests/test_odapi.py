@@ -86,6 +86,25 @@ def test_ssd_fpn_maps_directly_with_manual_steps(tmp_path):
     assert lr.type == "stepwise" and lr.stepwise.boundaries == [500, 800]
 
 
+def test_moving_average_maps_to_ema_decay(tmp_path):
+    """``optimizer.use_moving_average`` → train.ema_decay (the OD API's 0.9999 when no decay is
+    written), which Model Garden's optimizer config wraps in its ExponentialMovingAverage."""
+    p = tmp_path / "pipeline.config"
+    p.write_text(RETINANET % (MANUAL + " use_moving_average: true"))
+    imp = odapi.import_config(p)
+    assert imp.cfg.train.ema_decay == 0.9999
+    assert _rows(imp)["train_config.optimizer.use_moving_average"].status == "mapped"
+    p.write_text(RETINANET % (MANUAL + " use_moving_average: true moving_average_decay: 0.99"))
+    imp = odapi.import_config(p)
+    assert imp.cfg.train.ema_decay == 0.99
+    ema = experiment.to_experiment(imp.cfg).trainer.optimizer_config.ema
+    assert ema is not None and ema.average_decay == 0.99
+    p.write_text(RETINANET % (MANUAL + " use_moving_average: false"))
+    imp = odapi.import_config(p)
+    assert imp.cfg.train.ema_decay == 0.0
+    assert experiment.to_experiment(imp.cfg).trainer.optimizer_config.ema is None
+
+
 def test_exponential_schedule_adam_and_burn_in(tmp_path):
     p = tmp_path / "pipeline.config"
     p.write_text(RETINANET % EXPONENTIAL)
