@@ -147,6 +147,10 @@ def build_model(cfg: config_lib.PipelineConfig, params=None):
     return factory.build_retinanet(input_specs=specs, model_config=params.task.model)
 
 
+#: The checkpoint key ending of an ExponentialMovingAverage slot (the trainer's ``optimizer``).
+_AVERAGE_SLOT = "/.OPTIMIZER_SLOT/optimizer/average/.ATTRIBUTES/VARIABLE_VALUE"
+
+
 def restore(model, checkpoint: str) -> bool:
     """Load the model weights of a training checkpoint (written by Model Garden's trainer).
 
@@ -168,10 +172,6 @@ def restore(model, checkpoint: str) -> bool:
     if not any(k.endswith(_AVERAGE_SLOT) for k in keys):
         return False
     return _load_averages(model, checkpoint)
-
-
-#: The checkpoint key ending of an ExponentialMovingAverage slot (the trainer's ``optimizer``).
-_AVERAGE_SLOT = "/.OPTIMIZER_SLOT/optimizer/average/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def _load_averages(model, checkpoint: str) -> bool:

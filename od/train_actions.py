@@ -15,7 +15,6 @@ of ``train.steps_per_loop`` steps by ``orbit.Controller``; the loop itself stays
 from __future__ import annotations
 
 import contextlib
-
 import json
 import signal
 import threading
