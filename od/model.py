@@ -161,27 +161,23 @@ def restore(model, checkpoint: str) -> bool:
     :class:`CheckpointError` when the checkpoint does not fit the model.
     """
     import tensorflow as tf
-
-    try:
-        tf.train.Checkpoint(model=model).read(checkpoint).expect_partial() \
-            .assert_existing_objects_matched()
-        keys = [k for k, _ in tf.train.list_variables(checkpoint)]
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        raise CheckpointError(f"{checkpoint}: does not fit the model in pipeline.yaml ({e}). Was "
-                              "the run folder trained with another config?") from None
-    if not any(k.endswith(_AVERAGE_SLOT) for k in keys):
-        return False
-    return _load_averages(model, checkpoint)
-
-
-def _load_averages(model, checkpoint: str) -> bool:
-    """Assign the ``average`` slots of ``checkpoint``'s optimizer to the model's variables."""
-    import tensorflow as tf
     import tf_keras
     from official.modeling.optimization import ema_optimizer
 
-    holder = ema_optimizer.ExponentialMovingAverage(tf_keras.optimizers.legacy.SGD())
-    tf.train.Checkpoint(model=model, optimizer=holder).read(checkpoint).expect_partial()
+    parts = {"model": model}
+    try:
+        if any(k.endswith(_AVERAGE_SLOT) for k, _ in tf.train.list_variables(checkpoint)):
+            # restoring the optimizer creates its `average` slots from the checkpoint
+            parts["optimizer"] = ema_optimizer.ExponentialMovingAverage(
+                tf_keras.optimizers.legacy.SGD())
+        tf.train.Checkpoint(**parts).read(checkpoint).expect_partial() \
+            .assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise CheckpointError(f"{checkpoint}: does not fit the model in pipeline.yaml ({e}). Was "
+                              "the run folder trained with another config?") from None
+    holder = parts.get("optimizer")
+    if holder is None:
+        return False
     loaded = 0
     for var in model.variables:
         try:
