@@ -7,14 +7,22 @@ output: {'box_loss': np.float32(...)}``), and tf_keras emits Python ``warnings``
 console; with ``verbose=True`` they are shown on stderr as well. On exit every logger, the
 warnings filters and orbit's print are restored exactly as they were, so a notebook or a caller's
 own logging set-up is untouched. TensorFlow's C++ messages are governed by the environment
-variable ``TF_CPP_MIN_LOG_LEVEL``, which ``od``'s command line sets before TensorFlow is imported.
+variable ``TF_CPP_MIN_LOG_LEVEL``, which ``od``'s command line sets before TensorFlow is imported;
+some native code writes to file descriptor 2 regardless (Grappler's ``single_machine.cc`` during a
+frozen-graph export, the TFLite converter's ``tf_tfl_flatbuffer_helpers.cc`` and "Created
+TensorFlow Lite XNNPACK delegate"). So, without ``verbose``, :func:`routed` also points file
+descriptor 2 at a temporary file for the block, while Python's ``sys.stderr`` (progress bars,
+``od``'s own messages) keeps writing to the terminal; what native code wrote there is appended
+to the log file at the end.
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -77,7 +85,8 @@ def routed(log_file: str | os.PathLike | None, verbose: bool = False) -> Iterato
     if controller is not None and not verbose:
         controller._log = lambda message: logging.getLogger("orbit").info(message)
     captured_before = logging._warnings_showwarning is not None  # a caller's captureWarnings
-    with warnings.catch_warnings():
+    native = contextlib.nullcontext() if verbose else _native_stderr(path)
+    with native, warnings.catch_warnings():
         warnings.simplefilter("default")
         logging.captureWarnings(True)
         try:
@@ -93,3 +102,47 @@ def routed(log_file: str | os.PathLike | None, verbose: bool = False) -> Iterato
                 logger.propagate = propagate
             for h in handlers:
                 h.close()
+
+
+def _stderr_fd() -> int | None:
+    """The file descriptor behind ``sys.stderr``, or None (a notebook's or pytest's stream)."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+@contextlib.contextmanager
+def _native_stderr(path: Path | None) -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 into a temporary file for the block,
+    keeping ``sys.stderr`` on the terminal (module doc); afterwards append it to ``path`` when
+    the folder of ``path`` exists (a command that failed before making its folder leaves no
+    trace), else drop it."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, ValueError, OSError):  # no descriptor 2 (a detached process)
+        yield
+        return
+    old_stream, stream = sys.stderr, None
+    with tempfile.TemporaryFile() as captured:
+        try:
+            os.dup2(captured.fileno(), 2)
+            if _stderr_fd() == 2:  # Python's own stderr: keep it on the terminal
+                stream = open(os.dup(saved), "w", buffering=1, closefd=True,
+                              encoding=getattr(old_stream, "encoding", None) or "utf-8",
+                              errors="backslashreplace")
+                sys.stderr = stream
+            yield
+        finally:
+            if stream is not None:
+                stream.flush()
+                sys.stderr = old_stream
+                stream.close()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", "backslashreplace").strip()
+            if text and path is not None and path.parent.is_dir():
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(f"native messages on stderr:\n{text}\n")

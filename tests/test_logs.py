@@ -29,3 +29,35 @@ def test_verbose_shows_messages_and_none_discards_them(tmp_path, capsys):
     with logs.routed(None):
         logging.getLogger("absl").warning("dropped")
     assert "dropped" not in capsys.readouterr().err
+
+
+def test_native_writes_to_fd2_go_to_the_log_python_stderr_stays(tmp_path, capfd):
+    import os
+    import sys
+    log = tmp_path / "export.log"
+    stream = sys.stderr
+    with logs.routed(log):
+        os.write(2, b"W0000 tf_tfl_flatbuffer_helpers.cc:364] Ignored output_format.\n")
+        print("progress for the user", file=sys.stderr)
+    assert sys.stderr is stream
+    err = capfd.readouterr().err
+    assert "progress for the user" in err and "Ignored output_format" not in err
+    assert "Ignored output_format" in log.read_text()
+    os.write(2, b"after the block\n")  # descriptor 2 is back on the terminal
+    assert "after the block" in capfd.readouterr().err
+
+
+def test_native_messages_leave_no_trace_when_the_folder_was_never_made(tmp_path, capfd):
+    import os
+    log = tmp_path / "not-made" / "od.log"
+    with logs.routed(log):
+        os.write(2, b"native noise\n")
+    assert not log.parent.exists()
+    assert "native noise" not in capfd.readouterr().err
+
+
+def test_verbose_leaves_native_messages_on_the_terminal(tmp_path, capfd):
+    import os
+    with logs.routed(tmp_path / "x.log", verbose=True):
+        os.write(2, b"native shown\n")
+    assert "native shown" in capfd.readouterr().err
