@@ -24,9 +24,9 @@ Layout of ``EXPORT/`` (written atomically: the folder appears only when complete
                                    with score >= 0.3 (max score difference, min IoU, tolerances:
                                    od.tflite.TOLERANCES)
 
-The SavedModel is Model Garden's serving ``DetectionModule`` saved by
-``official.core.export_base.export`` (``od.model.save_serving``: the signatures' functions
-only, no per-layer Keras traces); the checkpoint is the run's best or newest
+The SavedModel holds the signatures of Model Garden's serving ``DetectionModule``
+(``od.model.save_serving``: the signatures' functions only, no per-layer Keras traces and no
+second trace of the module's functions); the checkpoint is the run's best or newest
 (``od.layout.run_checkpoint``).
 """
 from __future__ import annotations

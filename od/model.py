@@ -209,21 +209,22 @@ def detection_module(cfg: config_lib.PipelineConfig, model=None, batch_size: int
                                      model=model)
 
 
-def save_serving(module, signatures: dict, path: str | os.PathLike,
-                 checkpoint_path: str | None = None) -> None:
-    """Write ``module`` (a Model Garden serving module) as a SavedModel at ``path`` with
-    Model Garden's ``export_base.export``: ``signatures`` maps its input types to signature
-    names (``{"image_tensor": "serving_default"}``), weights read from ``checkpoint_path``
-    when given.
+def save_serving(module, signatures: dict, path: str | os.PathLike) -> None:
+    """Write ``module`` (a Model Garden serving module, weights already loaded) as a SavedModel
+    at ``path`` holding its Keras model and the signatures Model Garden's
+    ``get_inference_signatures`` traces: ``signatures`` maps input types to signature names
+    (``{"image_tensor": "serving_default"}``). As ``official.core.export_base.export`` does,
+    with two things left out, since serving, ``tf.saved_model.load`` and the TFLite converter
+    use only the signatures:
 
-    The Keras layers inside are saved without their own call traces (tf_keras'
-    ``save_traces=False``): the SavedModel holds the signatures' functions only, not a traced
-    function per layer and call. Serving, ``tf.saved_model.load`` and the TFLite converter
-    use only the signatures; loading is faster (a RetinaNet-MobileNetV2 export: 808 functions
-    and 10.9 s to load with traces, 20 and 4.5 s without; bench/bench_detect.py). Raises what
-    ``export_base.export`` raises (a checkpoint that does not fit the model).
+    - the Keras layers' own call traces (tf_keras' ``save_traces=False``): 808 functions and
+      10.9 s to load a RetinaNet-MobileNetV2 export with them, 20 and 4.5 s without;
+    - the serving module's ``tf.function`` attributes, which ``tf.saved_model.save`` would trace
+      once more (a second copy of every signature's graph): the saved object is a plain
+      ``tf.Module`` holding the model. 12 functions (7,146 graph nodes) instead of 20 (11,399),
+      and about 1 s less to load on a 2-core CPU (bench/bench_detect.py loads it).
     """
-    from official.core import export_base
+    import tensorflow as tf
 
     try:  # tf_keras' switch behind `model.save(save_traces=False)`; absent: save with traces
         from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
@@ -231,8 +232,10 @@ def save_serving(module, signatures: dict, path: str | os.PathLike,
     except ImportError:
         scope = contextlib.nullcontext()
     with scope:
-        export_base.export(module, dict(signatures), str(path), checkpoint_path=checkpoint_path,
-                           timestamped=False)
+        functions = module.get_inference_signatures(dict(signatures))
+        root = tf.Module()
+        root.model = module.model
+        tf.saved_model.save(root, str(path), signatures=functions)
 
 
 class Predictor:

@@ -67,6 +67,12 @@ def test_evaluate_export_detect(trained):
     assert {c["format"] for c in check["checks"]} == {
         "saved_model", "saved_model:serving_bytes", "frozen_graph"}
     assert (root / "export" / "label_map.pbtxt").is_file()
+    from tensorflow.core.protobuf import saved_model_pb2
+    saved = saved_model_pb2.SavedModel.FromString(
+        (root / "export" / "saved_model" / "saved_model.pb").read_bytes())
+    names = [f.signature.name for f in saved.meta_graphs[0].graph_def.library.function]
+    for fn in ("inference_from_image_tensors", "inference_from_image_bytes"):  # traced once
+        assert sum(n.startswith(f"__inference_{fn}_") for n in names) == 1, names
 
     det = detect.Detector(root / "export")
     for shape in [(50, 70, 3), (120, 90, 3)]:  # any size
