@@ -85,7 +85,7 @@ def routed(log_file: str | os.PathLike | None, verbose: bool = False) -> Iterato
     if controller is not None and not verbose:
         controller._log = lambda message: logging.getLogger("orbit").info(message)
     captured_before = logging._warnings_showwarning is not None  # a caller's captureWarnings
-    native = contextlib.nullcontext() if verbose else _native_stderr(path)
+    native = contextlib.nullcontext() if verbose else native_stderr(path)
     with native, warnings.catch_warnings():
         warnings.simplefilter("default")
         logging.captureWarnings(True)
@@ -113,7 +113,7 @@ def _stderr_fd() -> int | None:
 
 
 @contextlib.contextmanager
-def _native_stderr(path: Path | None) -> Iterator[None]:
+def native_stderr(path: Path | None) -> Iterator[None]:
     """Send what native code writes to file descriptor 2 into a temporary file for the block,
     keeping ``sys.stderr`` on the terminal (module doc); afterwards append it to ``path`` when
     the folder of ``path`` exists (a command that failed before making its folder leaves no

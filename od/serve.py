@@ -394,9 +394,12 @@ def serve(config: ServeConfig, log=print) -> int:
     """
     import uvicorn
 
+    from od import logs
+
     _check(config)
-    model = BatchModel(config.model, config.format)
-    model.run([np.zeros((32, 32, 3), np.uint8)])  # warm up before serving
+    with logs.native_stderr(None):  # TensorFlow's/LiteRT's C++ start-up lines: not the console
+        model = BatchModel(config.model, config.format)
+        model.run([np.zeros((32, 32, 3), np.uint8)])  # warm up before serving
     sock = listen(config.host, config.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{host}:{port}"
