@@ -16,7 +16,11 @@ Two comparisons are printed. The headline is steady state: the conversion loop o
 already imported for the baseline, against ``od``'s library call ``od.data.convert.convert``
 (which still starts its worker processes each call: forked in milliseconds from the fork server
 that the first call starts, as in a notebook that converts again); each is run ``--repeat``
-times, alternating, and the medians are compared (goal: >= 1.8x on a 2-core CPU). The other is
+times, alternating, and the medians are compared (goal: >= 1.8x on a 2-core CPU). To read that
+ratio, the same rounds also time ``od`` with one worker (the ratio splits into "od's work per
+image against the baseline's" times "the parallel gain"), and a probe measures what two
+processes get from the machine's cores at that moment (a pure-Python loop, two at once against
+one: 2.0 on two free cores, less when the host takes CPU time from the VM). The other is
 end to end: each as the command a user runs, interpreter start and imports included (the
 baseline imports TensorFlow, ``od`` does not need to). The machine (CPU model, cores), the date
 and the load average before and after are printed with the figures: on a shared machine, other
@@ -164,33 +168,60 @@ def load() -> str:
         return "n/a"
 
 
+def _spin(n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += i
+    return s
+
+
+def parallel_ceiling(n: int = 5_000_000, rounds: int = 3) -> float:
+    """What two processes get out of this machine's cores right now: the time of one pure-Python
+    loop over the time of two such loops run at once in two processes (2.0 on two free cores;
+    less where the host takes CPU time from the VM). Best of ``rounds``."""
+    import multiprocessing
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(_spin, [1, 1])  # started
+        one = two = 1e9
+        for _ in range(rounds):
+            t = time.perf_counter()
+            _spin(n)
+            one = min(one, time.perf_counter() - t)
+            t = time.perf_counter()
+            pool.map(_spin, [n, n])
+            two = min(two, time.perf_counter() - t)
+    return 2 * one / two
+
+
 def steady_state(work: Path, anns: Path, images: Path, workers: int, repeat: int, env
-                 ) -> tuple[list[float], list[float]]:
-    """``repeat`` baseline loops (one process, TensorFlow imported once) and ``repeat`` od
-    library calls, alternating; returns (baseline seconds, od seconds)."""
+                 ) -> tuple[list[float], list[float], list[float]]:
+    """``repeat`` baseline loops (one process, TensorFlow imported once), ``repeat`` od library
+    calls and ``repeat`` od calls with ``workers=1``, alternating; returns (baseline seconds, od
+    seconds, od one-process seconds)."""
     from od.data.convert import convert
     proc = subprocess.Popen([sys.executable, str(work / "baseline.py"), str(anns), str(images),
                              str(work / "baseline.record"), str(repeat), "--wait"], env=env,
                             cwd=ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    base, od = [], []
+    base, od, one = [], [], []
     try:
         for k in range(repeat):
             line = proc.stdout.readline()
             if not line.startswith("LOOP"):
                 sys.exit(f"baseline failed: {line}")
             base.append(float(line.split()[1]))
-            shutil.rmtree(work / "od_lib", ignore_errors=True)
-            t = time.perf_counter()
-            convert(anns, work / "od_lib", format="voc", images=images, workers=workers)
-            od.append(time.perf_counter() - t)
+            for w, times in ((workers, od), (1, one)):
+                shutil.rmtree(work / "od_lib", ignore_errors=True)
+                t = time.perf_counter()
+                convert(anns, work / "od_lib", format="voc", images=images, workers=w)
+                times.append(time.perf_counter() - t)
             proc.stdin.write("\n")
             proc.stdin.flush()
         proc.stdout.read()
     finally:
         proc.stdin.close()
         proc.wait()
-    return base, od
+    return base, od, one
 
 
 def main() -> None:
@@ -223,16 +254,25 @@ def main() -> None:
         t_base, out = timed([sys.executable, str(work / "baseline.py"), str(anns), str(images),
                              str(work / "baseline.record"), "1"], env)
         base_import = float(out.split()[-2])
-        base_loops, od_loops = steady_state(work, anns, images, a.workers, a.repeat, env)
+        base_loops, od_loops, one_loops = steady_state(work, anns, images, a.workers, a.repeat,
+                                                       env)
         base_loop, t_od_lib = statistics.median(base_loops), statistics.median(od_loops)
+        t_one, ceiling = statistics.median(one_loops), parallel_ceiling()
 
         print(f"\nsteady state ({a.repeat} runs each, alternating; median):")
         print(f"  baseline loop, TensorFlow imported: "
               f"{' '.join(f'{x:.2f}' for x in base_loops)} s -> {base_loop:.2f} s")
         print(f"  od convert() library call:          "
               f"{' '.join(f'{x:.2f}' for x in od_loops)} s -> {t_od_lib:.2f} s")
+        print(f"  od convert(), workers=1:            "
+              f"{' '.join(f'{x:.2f}' for x in one_loops)} s -> {t_one:.2f} s")
         print(f"SPEED-UP, steady state: {base_loop / t_od_lib:.2f}x the single-process "
               f"converter (goal >= 1.8x on 2 cores)")
+        print(f"  = od's work per image, one process: {base_loop / t_one:.2f}x cheaper than the "
+              f"baseline's, times its parallel gain with {a.workers} workers: "
+              f"{t_one / t_od_lib:.2f}x")
+        print(f"  this machine's ceiling for two processes now (a pure-Python loop, two at "
+              f"once vs one): {ceiling:.2f}x")
         print(f"\n{'':34s}{'seconds':>9s}{'images/s':>10s}{'MB/s':>8s}")
         for label, sec in (("copy (shutil.copyfile)", t_copy),
                            ("baseline, end to end", t_base),
