@@ -1,6 +1,8 @@
 """od/logs.py: library logging and warnings go to the log file inside ``routed`` and everything
 is restored afterwards (the quiet console of real commands: tests/test_hostile_cli.py)."""
 import logging
+import os
+import sys
 import warnings
 
 from od import logs
@@ -32,8 +34,6 @@ def test_verbose_shows_messages_and_none_discards_them(tmp_path, capsys):
 
 
 def test_native_writes_to_fd2_go_to_the_log_python_stderr_stays(tmp_path, capfd):
-    import os
-    import sys
     log = tmp_path / "export.log"
     stream = sys.stderr
     with logs.routed(log):
@@ -48,7 +48,6 @@ def test_native_writes_to_fd2_go_to_the_log_python_stderr_stays(tmp_path, capfd)
 
 
 def test_native_messages_leave_no_trace_when_the_folder_was_never_made(tmp_path, capfd):
-    import os
     log = tmp_path / "not-made" / "od.log"
     with logs.routed(log):
         os.write(2, b"native noise\n")
@@ -57,7 +56,6 @@ def test_native_messages_leave_no_trace_when_the_folder_was_never_made(tmp_path,
 
 
 def test_verbose_leaves_native_messages_on_the_terminal(tmp_path, capfd):
-    import os
     with logs.routed(tmp_path / "x.log", verbose=True):
         os.write(2, b"native shown\n")
     assert "native shown" in capfd.readouterr().err
