@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from od import atomic
+from od.config_check import check  # noqa: F401  (od.config.check: the public name)
 from od.errors import ConfigError
 
 
@@ -135,23 +136,6 @@ class PipelineConfig:
 
 
 SECTIONS = {f.name: f.type for f in fields(PipelineConfig)}
-_CHOICES = {
-    "model.backbone": ("mobilenet", "resnet", "spinenet", "spinenet_mobile"),
-    "model.decoder": ("fpn", "identity"),
-    "model.nms_version": ("batched", "v1", "v2", "v3"),
-    "model.anchor_fit": ("auto", "off"),
-    "model.architecture": ("retinanet", "faster_rcnn"),
-    "train.fine_tune_checkpoint_type": ("backbone", "detector", "full"),
-    "runtime.strategy": ("auto", "one_device", "mirrored", "multi_worker", "multi_worker_mirrored",
-                         "tpu"),
-    "train.optimizer": ("sgd", "adam", "adamw", "rmsprop"),
-    "train.lr_schedule": ("cosine", "exponential", "stepwise", "constant"),
-    "data.aug_type": ("none", "autoaug", "randaug"),
-    "eval.best_metric": ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs",
-                         "ARm", "ARl"),
-    "runtime.mixed_precision": ("float32", "mixed_float16", "mixed_bfloat16"),
-}
-
 
 #: The checkpoint parts each ``train.fine_tune_checkpoint_type`` restores: ``backbone`` an ImageNet
 #: (or any) backbone; ``detector`` backbone + FPN of a detector, with the box and class head made
@@ -233,65 +217,6 @@ def _coerce(key: str, value, default, where: str):
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {key} = {value!r} is not a valid {kind.__name__} "
                           f"(default {default!r}).") from None
-
-
-def check(cfg: PipelineConfig, where: str) -> PipelineConfig:
-    """Return ``cfg`` if its values are possible; raise ConfigError naming the key and a fix."""
-    for key, choices in _CHOICES.items():
-        s, f = key.split(".")
-        v = getattr(getattr(cfg, s), f)
-        if v not in choices:
-            raise ConfigError(f"{where}: {key} = {v!r}; choose one of {', '.join(choices)}.")
-    m, t = cfg.model, cfg.train
-    if m.input_size < 0 or t.max_input_size < 2 ** m.max_level:
-        raise ConfigError(f"{where}: need model.input_size >= 0 (0 = auto) and "
-                          f"train.max_input_size >= 2**model.max_level = {2 ** m.max_level}.")
-    if m.input_size % (2 ** m.max_level):
-        raise ConfigError(f"{where}: model.input_size = {m.input_size} px is not a multiple of "
-                          f"2**model.max_level = {2 ** m.max_level}; use e.g. "
-                          f"{max(1, round(m.input_size / 2 ** m.max_level)) * 2 ** m.max_level} or "
-                          "lower max_level.")
-    if not 1 <= m.min_level <= m.max_level:
-        raise ConfigError(f"{where}: need 1 <= model.min_level <= model.max_level.")
-    for name in ("batch_size", "steps", "steps_per_loop"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"{where}: train.{name} = {getattr(t, name)} must be >= 1.")
-    if t.checkpoint_every % t.steps_per_loop or t.checkpoint_every < 1:
-        raise ConfigError(f"{where}: train.checkpoint_every = {t.checkpoint_every} must be a "
-                          f"positive multiple of train.steps_per_loop = {t.steps_per_loop}.")
-    if t.eval_every % t.steps_per_loop:
-        raise ConfigError(f"{where}: train.eval_every = {t.eval_every} must be a multiple of "
-                          f"train.steps_per_loop = {t.steps_per_loop}.")
-    if not 0 < cfg.data.scale_min <= cfg.data.scale_max:
-        raise ConfigError(f"{where}: need 0 < data.scale_min <= data.scale_max.")
-    return check_training(cfg, where)
-
-
-def check_training(cfg: PipelineConfig, where: str) -> PipelineConfig:
-    """The training-loop keys (early stop, epochs, optimizer) are possible together."""
-    t = cfg.train
-    if t.early_stop_patience < 0 or t.early_stop_min_delta < 0:
-        raise ConfigError(f"{where}: train.early_stop_patience and train.early_stop_min_delta "
-                          "must be >= 0.")
-    if t.early_stop_patience and not t.eval_every:
-        raise ConfigError(f"{where}: train.early_stop_patience = {t.early_stop_patience} needs "
-                          "periodic evaluations: set train.eval_every (steps, a multiple of "
-                          "train.steps_per_loop), or train.early_stop_patience=0.")
-    if t.epochs < 0:
-        raise ConfigError(f"{where}: train.epochs = {t.epochs} must be >= 0 (0 = use "
-                          "train.steps).")
-    if not 0 <= t.ema_decay < 1:
-        raise ConfigError(f"{where}: train.ema_decay = {t.ema_decay} must be in [0, 1) (e.g. "
-                          "0.99; 0 = no moving average).")
-    if t.weight_decay < 0:
-        raise ConfigError(f"{where}: train.weight_decay = {t.weight_decay} must be >= 0.")
-    if t.lr_schedule == "stepwise" and len(t.lr_values) != len(t.lr_boundaries) + 1:
-        raise ConfigError(f"{where}: train.lr_schedule = stepwise needs one more train.lr_values "
-                          f"({len(t.lr_values)}) than train.lr_boundaries ({len(t.lr_boundaries)}).")
-    if t.lr_schedule == "exponential" and t.lr_decay_steps < 1:
-        raise ConfigError(f"{where}: train.lr_schedule = exponential needs train.lr_decay_steps "
-                          ">= 1.")
-    return cfg
 
 
 def _passes(cfg: PipelineConfig) -> bool:
@@ -416,5 +341,3 @@ def save(cfg: PipelineConfig, path: str | os.PathLike) -> Path:
     text += yaml.safe_dump(to_dict(cfg), sort_keys=False)
     return atomic.write_text(path, text)
 
-
-# ---- data-dependent resolution -----------------------------------------------------------------

@@ -34,6 +34,25 @@ def test_wrong_type_and_impossible_values():
         config.load(overrides=["train.steps"])
 
 
+
+@pytest.mark.parametrize("override, message", [
+    ("train.learning_rate=nan", "train.learning_rate = nan is not a finite number"),
+    ("model.anchor_size=inf", "model.anchor_size = inf is not a finite number"),
+    ("model.aspect_ratios=[]", "model.aspect_ratios is empty"),
+    ("model.aspect_ratios=0.5,-1", r"model.aspect_ratios = \[0.5, -1.0\] must be > 0 \(each"),
+    ("model.num_scales=0", "model.num_scales = 0 must be >= 1; the default is 3"),
+    ("model.nms_iou_threshold=0", r"must be in \(0, 1\]"),
+    ("eval.min_score=2", r"eval.min_score = 2.0 must be in \[0, 1\]"),
+    ("train.momentum=1", r"must be in \[0, 1\)"),
+    ("train.lr_boundaries=300,200", "strictly increasing"),
+])
+def test_values_that_cannot_train_are_refused_before_building(override, message):
+    # these used to pass the checks and fail deep in TensorFlow (an empty ConcatV2, a math
+    # domain error) or, for NaN, train to nothing; each names the override and a valid value
+    with pytest.raises(ConfigError, match=message) as e:
+        config.load(overrides=[override])
+    assert f"override {override!r}" in str(e.value)
+
 def test_layers_apply_in_order(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text("train:\n  batch_size: 2\n  steps: 5\n")

@@ -150,8 +150,8 @@ def test_select_ranks_across_both_architectures():
 
 
 def test_zoo_architectures_are_the_configs():
-    from od import config
-    assert zoo.ARCHITECTURES == config._CHOICES["model.architecture"]
+    from od import config, config_check
+    assert zoo.ARCHITECTURES == config_check.CHOICES["model.architecture"]
     for e in zoo.ZOO:
         if e.is_detector:
             cfg = config.load(config.configs_dir() / e.config)
