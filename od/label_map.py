@@ -155,7 +155,8 @@ class LabelMap:
 
 
 def parse(text: str, source: str = "<string>") -> LabelMap:
-    """Parse ``label_map.pbtxt`` text. Raises LabelMapError naming ``source`` on bad syntax."""
+    """Parse ``label_map.pbtxt`` text. Raises LabelMapError naming ``source`` on bad syntax or
+    when it lists no class at all."""
     msg = StringIntLabelMap()
     try:
         text_format.Parse(text, msg)
@@ -169,6 +170,9 @@ def parse(text: str, source: str = "<string>") -> LabelMap:
         if not m.name and not m.display_name:
             raise LabelMapError(f"{source}: item with id {m.id} has no name; add name: '...'.")
         items.append(LabelMapItem(m.id, m.name or m.display_name, m.display_name))
+    if not items:
+        raise LabelMapError(f"{source}: the label map lists no classes; write one entry per "
+                            "class, e.g. item { id: 1 name: 'cat' }.")
     return LabelMap(tuple(items), source=source)
 
 
@@ -180,7 +184,7 @@ def read(path: str | os.PathLike) -> LabelMap:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows Notepad) is no text
     except OSError as e:
         raise LabelMapError(f"cannot read label map {path}: {e.strerror}.") from None
     except UnicodeDecodeError as e:

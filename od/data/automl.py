@@ -61,8 +61,15 @@ def _num(cell: str, where: str, col: int) -> float | None:
         value = float(cell)
     except ValueError:
         raise AnnotationError(f"{where}: column {col + 1} is {cell!r}, not a number.") from None
-    return values.finite(value, f"column {col + 1}", where,
-                         "Coordinates are fractions of the image size, from 0 to 1.")
+    value = values.finite(value, f"column {col + 1}", where,
+                          "Coordinates are fractions of the image size, from 0 to 1.")
+    if not -1.0 <= value <= 2.0:  # far outside [0, 1]: not a fraction (a box outside the image
+        raise AnnotationError(     # by less is judged, and may be clipped, like any other)
+            f"{where}: column {col + 1} is {cell!r}, but AutoML coordinates are fractions of the "
+            "image size, from 0 to 1; pixels? Divide x by the image width and y by its height, "
+            "or use the pixel CSV form (filename,width,height,class,xmin,ymin,xmax,ymax; "
+            "--format csv).")
+    return value
 
 
 def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = None) -> ReadResult:

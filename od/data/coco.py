@@ -99,7 +99,8 @@ def read_file(json_path: Path, images_dir: Path, split: str | None = None) -> Re
       AnnotationError: malformed JSON or entries, no images, an annotation naming an unknown
         image or category, NaN/infinite numbers, sizes or ids out of range (``od.data.values``;
         a width written ``2048.0`` is accepted), repeated ids (the message gives the file, the
-        annotation id and the value).
+        annotation id and the value), a ``bbox`` inside the first pixel (normalised, not
+        pixels: ``od.data.values.pixel_box``), two used categories with one name.
       UnsafePathError: a ``file_name`` escapes ``images_dir``.
     """
     data = _load(json_path)
@@ -153,16 +154,25 @@ def read_file(json_path: Path, images_dir: Path, split: str | None = None) -> Re
         if bw < 0 or bh < 0:
             raise AnnotationError(f"{where}: 'bbox' {bbox!r} has a negative width or height; "
                                   "COCO boxes are [x, y, width, height] with width, height >= 0.")
+        values.pixel_box(x, y, x + bw, y + bh, im["w"], im["h"], where,
+                         "COCO 'bbox' is [x, y, width, height] in pixels; multiply by the image "
+                         "width and height.")
         im["boxes"].append(ObjectBox(*box_lib.from_coco((x, y, bw, bh), im["w"], im["h"]),
                                      cats[cid], is_crowd=bool(crowd)))
         used.add(cid)
     records = [ImageAnnotation(images[i]["path"], images[i]["w"], images[i]["h"],
                                tuple(images[i]["boxes"]), source=f"{json_path}: image {i}",
                                split=split) for i in order]
-    names = []
+    names, ids_of = [], {}
     for cid in sorted(used):
-        if cats[cid] not in names:
-            names.append(cats[cid])
+        if cats[cid] in ids_of:
+            raise AnnotationError(
+                f"{json_path}: categories {ids_of[cats[cid]]} and {cid} are both named "
+                f"{cats[cid]!r} and both used by annotations, so they would become one class. "
+                "Rename one category if they are different classes, or give their annotations "
+                "one category_id if they are the same.")
+        ids_of[cats[cid]] = cid
+        names.append(cats[cid])
     return ReadResult(records, names)
 
 

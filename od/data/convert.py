@@ -126,6 +126,7 @@ def read_annotations(annotations, format: str = "voc", images=None, *, pool=None
     if format not in READERS:
         raise OdError(f"unknown annotation format {format!r}; choose one of "
                       f"{', '.join(sorted(READERS))}.")
+    guards.check_images_folder(images)
     entries = annotations if isinstance(annotations, (list, tuple)) else [annotations]
     result = ReadResult([], [], [])
     for entry in entries:
@@ -269,6 +270,7 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
     with parallel.Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
         read = read_annotations(annotations, format, images, pool=pool)
         guards.check_not_empty(read, guards.first_source(annotations), bool(label_map))
+        guards.check_one_record_per_image(read.records)
         lm = (label_map_lib.read(label_map) if label_map
               else label_map_lib.LabelMap.from_names(sorted(read.class_names)))
         guards.check_case_clashes(read.records, set(lm.names) if label_map else None)

@@ -45,7 +45,8 @@ def encode_chunk(job: tuple) -> list[tuple]:
         except ImageError as e:
             from od.data.validate import Problem
             reason = "missing_image" if isinstance(e, MissingImageError) else "undecodable_image"
-            report.append((source_id, Problem(reason, str(e)), "", "", name, None))
+            where = f"{record.source}: " if record.source else ""  # the annotation naming it
+            report.append((source_id, Problem(reason, where + str(e)), "", "", name, None))
             continue
         if enc.orientation == 1 and (record.width, record.height) == (enc.width, enc.height):
             problem, moved = None, False  # what guards.place_boxes says of an upright image

@@ -23,6 +23,8 @@ from od.data.records import ImageAnnotation, ObjectBox, ReadResult
 from od.errors import AnnotationError
 
 PIXEL_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
+_NORMALISED_FIX = ("Multiply x by width and y by height, or write the file in the AutoML form "
+                   "(normalised coordinates; --format automl).")
 
 
 def _num(row: dict, key: str, where: str) -> float:
@@ -30,8 +32,48 @@ def _num(row: dict, key: str, where: str) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise AnnotationError(f"{where}: column {key!r} is {raw!r}, not a number.") from None
+        comma = "," in raw and _is_number(raw.replace(",", ".", 1))
+        raise AnnotationError(f"{where}: column {key!r} is {raw!r}, not a number." + (
+            " Write decimals with a point (1.5), not a comma." if comma else "")) from None
     return values.finite(value, f"column {key!r}", where)
+
+
+def _delimiter(text: str) -> str:
+    """``,``, or the ``;`` / tab that separates a header line holding no comma (Excel writes
+    ``;`` where the decimal separator is a comma)."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if "," not in first:
+        for d in (";", "\t"):
+            if d in first:
+                return d
+    return ","
+
+
+def _check_header(path: Path, header: list[str], raw: list[str]) -> None:
+    """Refuse a header that lacks a column of ``PIXEL_COLUMNS`` or names one twice (which
+    ``csv.DictReader`` would silently resolve to the last one); names are matched without case
+    and surrounding spaces."""
+    twice = sorted({c for c in header if c in PIXEL_COLUMNS and header.count(c) > 1})
+    if twice:
+        raise AnnotationError(f"{path}: the CSV header names column(s) {twice} more than once "
+                              f"({raw}); keep one of each.")
+    missing = [c for c in PIXEL_COLUMNS if c not in header]
+    if not missing:
+        return
+    hint = " For the AutoML Vision form use --format automl."
+    if len(raw) > 2 and all(_is_number(v) for v in raw[1:3]):
+        hint = (" The first row looks like data, not a header: add the line "
+                f"'{','.join(PIXEL_COLUMNS)}' at the top (columns in that order)." + hint)
+    raise AnnotationError(f"{path}: CSV header {raw} lacks columns {missing}. Expected "
+                          f"{','.join(PIXEL_COLUMNS)} (pixels).{hint}")
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def read_text(path: Path, what: str = "CSV") -> str:
@@ -57,14 +99,16 @@ def read_text(path: Path, what: str = "CSV") -> str:
         raise AnnotationError(
             f"{path}:{line}: the {what} is not UTF-8 text (bytes {data[e.start:e.end + 3]!r} at "
             f"offset {e.start}). Save it as UTF-8 (in Excel: 'CSV UTF-8'; or run "
-            f"iconv -f cp1252 -t utf-8 {path.name} > fixed.csv).") from None
+            f"iconv -f cp1252 -t utf-8 {path.name} > fixed{path.suffix}).") from None
 
 
 def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = None) -> ReadResult:
     """Read a pixel-coordinate CSV (columns ``filename,width,height,class,xmin,ymin,xmax,ymax``).
 
     Args:
-      csv_path: the CSV file (header row required; extra columns are ignored), or a folder
+      csv_path: the CSV file (header row required, names matched without case; extra
+        columns are ignored; ``;`` or tab separators are taken where the header has no
+        comma; coordinates that look normalised to [0, 1] are refused), or a folder
         holding ``{train,val,test}_labels.csv`` (the layout ``write`` makes; the split of each
         record is set, images default to the folder's ``images/``).
       images_dir: folder the filenames are relative to; defaults to the CSV's folder.
@@ -82,14 +126,9 @@ def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = Non
     images_dir = Path(images_dir) if images_dir else path.parent
     text = read_text(path)
     with io.StringIO(text, newline="") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in PIXEL_COLUMNS if c not in header]
-        if missing:
-            raise AnnotationError(
-                f"{path}: CSV header {header} lacks columns {missing}. Expected "
-                f"{','.join(PIXEL_COLUMNS)} (pixels). For the AutoML Vision form use --format "
-                "automl.")
+        reader = csv.DictReader(f, delimiter=_delimiter(text))
+        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        _check_header(path, header, reader.fieldnames or [])
         reader.fieldnames = header
         by_name: dict[str, dict] = {}
         for line, row in enumerate(reader, start=2):
@@ -108,6 +147,7 @@ def read(csv_path: str | os.PathLike, images_dir: str | os.PathLike | None = Non
             if not label:
                 raise AnnotationError(f"{where}: a box without a class; fill the 'class' column.")
             xmin, ymin, xmax, ymax = (_num(row, k, where) for k in ("xmin", "ymin", "xmax", "ymax"))
+            values.pixel_box(xmin, ymin, xmax, ymax, width, height, where, _NORMALISED_FIX)
             entry["boxes"].append(ObjectBox(*box_lib.from_pixels((xmin, ymin, xmax, ymax),
                                                                  width, height), label))
     if not by_name:

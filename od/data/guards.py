@@ -59,6 +59,15 @@ def check_options(*, shard_bytes, workers, split, exif: str, verify: str) -> Non
         raise OdError(f"verify={verify!r} is not 'fast' or 'full'.")
 
 
+def check_images_folder(images) -> None:
+    """An OdError when ``--images`` is given but is not a folder (rather than one "image not
+    found" per image)."""
+    if images is not None and not Path(images).is_dir():
+        what = "not a folder" if Path(images).exists() else "no such folder"
+        raise OdError(f"--images {images}: {what}; give the folder that holds the images the "
+                      "annotations name.")
+
+
 def check_not_empty(read: ReadResult, annotations, label_map_given: bool = False) -> None:
     """An AnnotationError if the sources hold no images, or, unless a label map is given, not
     one box in any image (no class to train: an empty export, a wrong folder). With a label map
@@ -99,6 +108,27 @@ def check_case_clashes(records: list[ImageAnnotation], wanted: set[str] | None =
                     "--label-map that lists both.")
 
 
+def check_one_record_per_image(records: list[ImageAnnotation]) -> None:
+    """An AnnotationError when two records name the same image file: two VOC files with one
+    ``<filename>``, two COCO ``images`` entries with one ``file_name``, one file spelt two ways
+    in a CSV (``a.jpg``, ``./a.jpg``), two AutoML ``gs://`` paths found as one local file.
+    Converted as they are, the image would be stored twice, each copy with part of its boxes
+    (the rest taught as background), perhaps one in train and one in test. Records carrying
+    their own bytes (TFRecords) are not files and are not compared."""
+    first: dict[Path, str] = {}
+    for r in records:
+        if r.image_data is not None:
+            continue
+        if r.image_path not in first:
+            first[r.image_path] = r.source
+            continue
+        raise AnnotationError(
+            f"{r.image_path} is annotated twice: by {first[r.image_path]} and by {r.source}. "
+            "One image needs one annotation holding all its boxes: merge the two (or remove "
+            "one), or put the images where their names say (an AutoML gs://b/x/a.jpg is looked "
+            "for as IMAGES/x/a.jpg, then IMAGES/a.jpg).")
+
+
 def place_boxes(record: ImageAnnotation, enc: EncodedImage, exif: str = "auto"
                 ) -> tuple[ImageAnnotation, Problem | None, bool]:
     """Check ``record``'s size against the stored image ``enc`` and move its boxes onto the
@@ -133,6 +163,9 @@ def notes(summary: dict) -> list[str]:
     if fixes.get("duplicate_boxes"):
         lines.append(f"dropped {fixes['duplicate_boxes']} duplicate box(es) (same class and "
                      "coordinates as another box of the same image); see summary.json")
+    if fixes.get("clipped_boxes"):
+        lines.append(f"clipped {fixes['clipped_boxes']} box(es) to their image's edges (boxes "
+                     "sticking out by up to 1 pixel, or more with --clip-boxes)")
     if fixes.get("size_from_image"):
         lines.append(f"{fixes['size_from_image']} annotation(s) had no image size (<size> 0x0 "
                      "or missing): took it from the image file")

@@ -30,6 +30,7 @@ Pillow's decompression-bomb guard is kept on (``MAX_PIXELS``); a larger image is
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -83,9 +84,21 @@ def _open(path: Path, data: bytes) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path}: image is too large to decode safely (more than {MAX_PIXELS:,} "
                          "pixels; a decompression bomb?). Resize it or remove it.") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: cannot decode image ({_unidentified(data)}). Re-export the "
+                         "file or remove it from the annotations.") from None
+    except (OSError, ValueError) as e:
         raise ImageError(f"{path}: cannot decode image ({e}). Re-export the file or remove it "
                          "from the annotations.") from None
+
+
+def _unidentified(data: bytes) -> str:
+    """Why Pillow found no image in ``data``, in words (its own message names a BytesIO)."""
+    if not data:
+        return "the file is empty, 0 bytes"
+    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc", b"ftypavif"):
+        return "a HEIC/HEIF/AVIF photo, which Pillow cannot read: convert it to JPEG"
+    return f"not an image format Pillow reads; the file starts with {data[:16]!r}"
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:
@@ -93,10 +106,36 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
-        raise MissingImageError(f"{Path(path)}: image file not found. Check the images folder you gave and "
-                         "the filename in the annotation.") from None
+        raise MissingImageError(f"{Path(path)}: image file not found.{_near_names(Path(path))} "
+                                "Check the images folder you gave and the filename in the "
+                                "annotation.") from None
     except OSError as e:
         raise ImageError(f"{Path(path)}: cannot read image ({e.strerror}).") from None
+
+
+def _near_names(path: Path) -> str:
+    """`` Found X instead.`` when the folder of a missing ``path`` holds files whose name
+    differs only by letter case (``a.JPG`` for ``a.jpg``: the same file on Windows and macOS)
+    or by the extension; else ``''``. A hint only: `od` does not pick one itself."""
+    try:
+        names = _listing(str(path.parent))
+    except OSError:
+        return ""
+    want, stem = path.name.casefold(), path.stem.casefold()
+    near = sorted(n for n in names if n.casefold() == want or (
+        n.rsplit(".", 1)[0].casefold() in (stem, want)
+        and n.rsplit(".", 1)[-1].lower() in _IMAGE_SUFFIXES))
+    if not near:
+        return ""
+    return f" Found {', '.join(near[:3])} in {path.parent} instead; fix the name."
+
+
+_IMAGE_SUFFIXES = frozenset("jpg jpeg jpe jfif png bmp gif webp tif tiff".split())
+
+
+@functools.lru_cache(maxsize=8)
+def _listing(folder: str) -> tuple[str, ...]:
+    return tuple(os.listdir(folder))
 
 
 def probe(path: str | os.PathLike, upright: bool = True) -> tuple[int, int]:

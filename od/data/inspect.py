@@ -238,7 +238,7 @@ def inspect(data: str | os.PathLike, out: str | os.PathLike | None = None, *,
     if default:
         out = data / "inspect" if data.is_dir() else data.with_name(data.stem + "_inspect")
     outputs.prepare_out(out, inputs=[data, images], command="inspect",
-                        overwrite=overwrite or default, inside_ok=[data] if default else [])
+                        overwrite=overwrite, inside_ok=[data] if default else [])
     records = _read(data, format, images)
     out = outputs.start_output(out, "inspect")
     summary = summarize(records)

@@ -77,3 +77,23 @@ def image_id(value, where: str) -> int:
     return whole(value, "image id", where, 0, MAX_IMAGE_ID,
                  "Give every image a non-negative whole-number id.")
 
+
+
+def pixel_box(xmin: float, ymin: float, xmax: float, ymax: float, width: int, height: int,
+              where: str, fix: str) -> None:
+    """Refuse a box of a pixel-coordinate format whose corners all lie in [0, 1] with one of
+    them fractional, on an image larger than 1x1: a box of less than a pixel is no annotation,
+    it is coordinates normalised to [0, 1] written where pixels belong (read as pixels they
+    would silently make a box in the image's top-left pixel). ``(0, 0, 1, 1)`` stays a 1-pixel
+    box.
+
+    Raises:
+      AnnotationError: naming ``where``, the values and ``fix``.
+    """
+    corners = (xmin, ymin, xmax, ymax)
+    if max(width, height) > 1 and all(0.0 <= v <= 1.0 for v in corners) \
+            and any(v != int(v) for v in corners):
+        raise AnnotationError(
+            f"{where}: box xmin,ymin,xmax,ymax={corners} lies inside the image's first pixel "
+            f"({width}x{height} image): these look like coordinates normalised to [0, 1], but "
+            f"this format takes pixels. {fix}")

@@ -148,7 +148,8 @@ def read_file(xml_path: str | os.PathLike, images_dir: str | os.PathLike) -> Ima
       validated here (see ``od.data.validate``).
     Raises:
       AnnotationError: malformed XML, DTD/entities, missing fields, non-numeric, NaN or infinite
-        values, a negative, fractional or huge size. A ``<size>`` that is missing or 0 is taken
+        values, a negative, fractional or huge size, a ``<bndbox>`` inside the first pixel
+        (normalised, not pixels: ``od.data.values.pixel_box``). A ``<size>`` missing or 0 is taken
         from the image file (its stored pixels; ``size_from_image`` is set).
       UnsafePathError: ``<filename>`` escapes ``images_dir``.
     """
@@ -174,6 +175,8 @@ def read_file(xml_path: str | os.PathLike, images_dir: str | os.PathLike) -> Ima
         of_bb = _children(bb)
         xmin, ymin, xmax, ymax = (_number(bb, t, path, where, of_bb)
                                   for t in ("xmin", "ymin", "xmax", "ymax"))
+        values.pixel_box(xmin, ymin, xmax, ymax, width, height, where,
+                         "Write <bndbox> in pixels (x times the width, y times the height).")
         boxes.append(ObjectBox(*_normalised(xmin, ymin, xmax, ymax, width, height),
                                label=_text(obj, "name", path, children=of_obj),
                                difficult=_flag(of_obj, "difficult"),
@@ -196,11 +199,16 @@ def _devkit_root(ann_dir: Path) -> Path | None:
 
 
 def _devkit_splits(root: Path) -> dict[str, str]:
+    """``{image id: split}`` from ``ImageSets/Main/{train,val,test}.txt`` (UTF-8 with or
+    without a BOM, or UTF-16 with one; an AnnotationError names a file in another encoding).
+    An id in two lists takes the later one (train, val, test)."""
+    from od.data.csv import read_text  # main process only: the workers never read these lists
+
     splits: dict[str, str] = {}
     for name, split in DEVKIT_SPLITS.items():
         f = root / "ImageSets" / "Main" / f"{name}.txt"
         if f.is_file():
-            for line in f.read_text(encoding="utf-8").splitlines():
+            for line in read_text(f, "image list").splitlines():
                 if line.split():
                     splits[line.split()[0]] = split
     return splits
@@ -208,7 +216,8 @@ def _devkit_splits(root: Path) -> dict[str, str]:
 
 def read(annotations_dir: str | os.PathLike, images_dir: str | os.PathLike | None = None,
          *, pool=None) -> ReadResult:
-    """Read every ``*.xml`` in ``annotations_dir`` (sorted by name, not recursive).
+    """Read every ``*.xml`` (``*.XML``...) in ``annotations_dir`` (sorted by name, not
+    recursive; hidden files such as macOS ``._a.xml`` are left out).
 
     A VOC devkit (``annotations_dir`` holds ``Annotations/``, ``JPEGImages/`` and
     ``ImageSets/Main/{train,val,test}.txt``, or is its ``Annotations/`` folder) is read with the
@@ -236,7 +245,8 @@ def read(annotations_dir: str | os.PathLike, images_dir: str | os.PathLike | Non
         ann_dir = root / "Annotations"
         images_dir = images_dir or root / "JPEGImages"
         splits = _devkit_splits(root)
-    files = sorted(ann_dir.glob("*.xml"), key=lambda p: p.name)  # one folder: by name, fast
+    files = sorted((p for p in ann_dir.iterdir() if p.suffix.lower() == ".xml"  # a.XML too
+                    and not p.name.startswith(".") and p.is_file()), key=lambda p: p.name)
     if not files:
         raise AnnotationError(f"{ann_dir}: no .xml files found; is this the Pascal VOC "
                               "annotations folder (--annotations)?")
