@@ -1,18 +1,26 @@
 """``od detect``: run an exported SavedModel (or one of its TFLite files) on a folder of images.
 
-For each image in ``--images`` (JPEG, PNG, BMP, GIF, WebP; EXIF rotation applied, as in
-``od data convert``), written to ``OUT/`` (each file atomically):
+For each image in ``--images`` (JPEG, PNG, BMP, GIF, WebP, TIFF; EXIF rotation applied, as in
+``od data convert``; other entries of the folder are listed in a note, not read), written to
+``OUT/`` (each file atomically; ``<stem>`` is the image's stem, or ``<stem>_<ext>`` for images
+whose stems are the same, e.g. ``a.jpg`` and ``a.png``: ``output_stems``):
 
-- ``<name>.jpg``: the image with boxes, class names and scores drawn (od.visualize);
+- ``<stem>.jpg``: the image with boxes, class names and scores drawn (od.visualize);
 - ``detections.json``: ``{"images": [per image {"image", "width", "height", "detections":
   [{"class_id", "class", "score", "box": [ymin, xmin, ymax, xmax] normalised, "box_pixels":
-  [xmin, ymin, xmax, ymax]}]}], "skipped": [{"image", "reason"}]}``; an unreadable or
+  [xmin, ymin, xmax, ymax]}], "output" (only where it is not ``<image stem>.jpg``)}],
+  "skipped": [{"image", "reason"}]}``; an unreadable or
   undecodable image is listed in ``skipped`` with the reason and the others are still processed;
 - ``detections.csv``: one row per box, the pixel CSV form ``filename,width,height,class,xmin,ymin,
   xmax,ymax`` plus ``score`` (readable by ``od data convert --format csv``);
 - with ``voc=True``: ``voc/<stem>.xml`` Pascal VOC pre-labels for review in a labelling tool
   (LabelImg, CVAT);
 - with ``crops=True``: ``crops/<stem>_<k>_<class>.jpg``, one crop per box.
+
+Running again into the same ``OUT`` replaces these files and removes those of the earlier run that
+this one does not write again and nobody changed since (its marker lists them with their size and
+time: ``od.outputs.remove_stale``; a pre-label edited in a labelling tool stays); other files are
+left alone.
 """
 from __future__ import annotations
 
@@ -30,11 +38,10 @@ from od import atomic
 from od import label_map as label_map_lib
 from od import layout
 from od import tiling
-from od.boxes import denormalize_to_xyxy
-from od.detections import Detections
+from od import detect_files
+from od.detections import Detections, detect_padded, pad_aspect, unpad
 from od.errors import ExportError, ImageError, OdError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 #: images of one size per SavedModel call in detect_folder. Measured on an idle 2-core Xeon
 #: (bench/bench_detect.py, 200 images, best of 2 rounds): 640x480 camera photos 15.6 images/s
 #: with 8 against 11.9 with 1; raccoon photos of 133 sizes 13.8 against 11.5.
@@ -110,12 +117,15 @@ class Detector:
         import tensorflow as tf
 
         image = np.asarray(image, np.uint8)
-        if image.ndim != 3 or image.shape[2] != 3:
+        if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
             raise ImageError(f"expected a uint8 RGB image [H, W, 3], got shape {image.shape}.")
+        padded = pad_aspect(image)
         if self._tflite is not None:
-            return self._tflite(image)
-        out = self._fn(tf.constant(image[None]))
-        return Detections.from_outputs(out, image.shape[1], image.shape[0])
+            det = self._tflite(padded)
+        else:
+            det = Detections.from_outputs(self._fn(tf.constant(padded[None])), padded.shape[1],
+                                          padded.shape[0])
+        return unpad(det, image.shape[1], image.shape[0])
 
     def batch(self, images: list[np.ndarray]) -> list[Detections]:
         """Detect on uint8 RGB [H, W, 3] images that all have the same shape: one call of the
@@ -134,24 +144,11 @@ class Detector:
             raise ImageError(f"Detector.batch: expected uint8 RGB images [H, W, 3] of one shape, "
                              f"got shapes {sorted(shapes)}; call it per group of one size.")
         h, w = images[0].shape[:2]
-        out = {k: v.numpy() for k, v in
-               self._fn(tf.constant(np.stack([np.asarray(im, np.uint8) for im in images]))).items()}
-        return [Detections.from_outputs({k: v[i:i + 1] for k, v in out.items()}, w, h)
-                for i in range(len(images))]
-
-
-def _records(det: Detections, lm) -> list[dict]:
-    px = denormalize_to_xyxy(det.boxes, det.width, det.height)
-    return [{"class_id": int(c), "class": lm.title_of(int(c)) if lm else str(int(c)),
-             "score": round(float(s), 4), "box": [round(float(v), 5) for v in b],
-             "box_pixels": [round(float(v), 1) for v in p]}
-            for b, p, s, c in zip(det.boxes, px, det.scores, det.class_ids)]
-
-
-def _jpeg(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=92)
-    return buf.getvalue()
+        padded = [pad_aspect(np.asarray(im, np.uint8)) for im in images]
+        out = {k: v.numpy() for k, v in self._fn(tf.constant(np.stack(padded))).items()}
+        ph, pw = padded[0].shape[:2]
+        return [unpad(Detections.from_outputs({k: v[i:i + 1] for k, v in out.items()}, pw, ph),
+                      w, h) for i in range(len(images))]
 
 
 def _run_detector(model, checkpoint: str | None):
@@ -232,7 +229,9 @@ def _detect_all(detector, images: list[np.ndarray], batch_size: int, tile: int,
     one at a time; tiled or other detectors per image."""
     batch = getattr(detector, "batch", None)
     if tile or batch is None or batch_size <= 1:
-        return [tiling.detect_tiled(detector, im, tile, tile_overlap) if tile else detector(im)
+        one = (detector if isinstance(detector, Detector)
+               else lambda im: detect_padded(detector, im))  # a run's Predictor: pad here
+        return [tiling.detect_tiled(one, im, tile, tile_overlap) if tile else one(im)
                 for im in images]
     found: list = [None] * len(images)
     groups: dict[tuple, list[int]] = {}
@@ -245,42 +244,6 @@ def _detect_all(detector, images: list[np.ndarray], batch_size: int, tile: int,
             for i, det in zip(part, batch([images[i] for i in part])):
                 found[i] = det
     return found
-
-
-def _crop_names(stem: str, recs: list[dict]) -> list[tuple[str, tuple]]:
-    """``(crops/ file name, (x0, y0, x1, y1) pixels)`` of each non-empty box."""
-    names = []
-    for k, r in enumerate(recs):
-        x0, y0, x1, y1 = (int(round(v)) for v in r["box_pixels"])
-        if x1 > x0 and y1 > y0:
-            safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in r["class"])
-            names.append((f"{stem}_{k}_{safe}.jpg", (x0, y0, x1, y1)))
-    return names
-
-
-def _write_image(out: Path, path: Path, image: np.ndarray, det: Detections, recs: list[dict],
-                 lm, min_score: float, voc: bool, crops: list, after: list) -> None:
-    """Draw and write one image's outputs (``<stem>.jpg``, ``voc/``, ``crops/``), after the
-    jobs in ``after`` that write files of the same names (so the later image wins, as in a
-    plain loop)."""
-    from PIL import Image
-
-    from od.data.records import ImageAnnotation, ObjectBox
-    from od.data.voc import to_xml
-    from od.visualize import draw_detections
-
-    for job in after:
-        job.result()
-    drawn = draw_detections(image, det, lm, min_score=min_score)
-    atomic.write_bytes(out / f"{path.stem}.jpg", _jpeg(drawn))
-    if voc:
-        boxes = tuple(ObjectBox(*map(float, r["box"]), label=r["class"]) for r in recs)
-        rec = ImageAnnotation(path, det.width, det.height, boxes)
-        atomic.write_bytes(out / "voc" / f"{path.stem}.xml", to_xml(rec, path.name))
-    if crops:
-        pil = Image.fromarray(image)
-        for name, box in crops:
-            atomic.write_bytes(out / "crops" / name, _jpeg(pil.crop(box)))
 
 
 def auto_workers() -> int:
@@ -331,11 +294,10 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
 
     images, out = Path(images), Path(out)
     outputs.prepare_out(out, inputs=[images, model], command="detect", overwrite=overwrite)
-    files = ([images] if images.is_file() else
-             sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-             if images.is_dir() else [])
+    files, others = detect_files.list_images(images)
     if not files:
-        raise OdError(f"{images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}).")
+        raise OdError(f"{images}: no images found (looked for {', '.join(detect_files.IMAGE_SUFFIXES)}"
+                      + (f"; found only {', '.join(others[:5])}" if others else "") + ").")
     if not 0.0 <= min_score <= 1.0:
         raise OdError(f"--min-score {min_score} must be in [0, 1].")
     batch_size = BATCH_SIZE if batch_size is None else batch_size
@@ -345,10 +307,17 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
         tiling.windows(tile, tile, tile, tile_overlap)  # bad tile/overlap: fail before any work
     detector = _run_detector(model, checkpoint) or Detector(model, format)
     lm = detector.label_map
+    if others and progress:
+        print(f"note: {len(others)} entr{'y' if len(others) == 1 else 'ies'} of {images} not "
+              f"read (not {'/'.join(s[1:] for s in detect_files.IMAGE_SUFFIXES)} files; sub-folders are not "
+              f"searched): {', '.join(others[:10])}{' ...' if len(others) > 10 else ''}",
+              flush=True)
+    stems = detect_files.output_stems(files)
+    previous = outputs.written_files(out, "detect")  # an earlier run's files here
     outputs.start_output(out, "detect")
     workers = auto_workers() if workers is None else max(0, int(workers))
     window = max(2 * int(batch_size), 2 * workers)  # images grouped by size per model pass
-    results, rows, skipped, written = [], [], [], set()
+    results, rows, skipped, written, made = [], [], [], set(), set()
     jobs: deque = deque()  # pending writes, oldest first
     last: dict[str, Future] = {}  # output name → the job that writes it last
     decode_pool, write_pool = _pool(workers, "od-decode"), _pool(workers, "od-write")
@@ -365,21 +334,24 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
                     skipped.append({"image": path.name, "reason": reason})
                     continue
                 det = next(dets).above(min_score)
-                recs = _records(det, lm)
+                recs = detect_files.records(det, lm)
+                stem = stems[path]
                 results.append({"image": path.name, "width": det.width, "height": det.height,
-                                "detections": recs})
+                                "detections": recs,
+                                **({} if stem == path.stem else {"output": f"{stem}.jpg"})})
                 for r in recs:
                     rows.append([path.name, det.width, det.height, r["class"], *r["box_pixels"],
                                  r["score"]])
-                cut = _crop_names(path.stem, recs) if crops else []
-                names = [f"{path.stem}.jpg", *(["voc/" + path.stem] if voc else []),
+                cut = detect_files.crop_names(stem, recs) if crops else []
+                names = [f"{stem}.jpg", *([f"voc/{stem}.xml"] if voc else []),
                          *("crops/" + n for n, _ in cut)]
                 after = [last[n] for n in names if n in last]
-                job = write_pool.submit(_write_image, out, path, image, det, recs, lm,
+                job = write_pool.submit(detect_files.write_image, out, path, stem, image, det, recs, lm,
                                         min_score, voc, cut, after)
                 last.update(dict.fromkeys(names, job))
                 jobs.append(job)
-                written |= {f"{path.stem}.jpg", *(["voc"] if voc else []),
+                made.update(names)
+                written |= {f"{stem}.jpg", *(["voc"] if voc else []),
                             *(["crops"] if cut else [])}
                 while len(jobs) > 2 * window:  # bounded memory: wait for the oldest writes
                     jobs.popleft().result()
@@ -397,5 +369,8 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
     w.writerow(["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "score"])
     w.writerows(rows)
     atomic.write_text(out / "detections.csv", buf.getvalue())
-    outputs.write_marker(out, "detect", [*written, "detections.json", "detections.csv"])
+    outputs.write_marker(out, "detect", [*written, "detections.json", "detections.csv"],
+                         files=outputs.stamps(out, made))
+    # an earlier run's drawings, crops and pre-labels that this run did not write, if unchanged
+    outputs.remove_stale(out, {k: v for k, v in previous.items() if k not in made})
     return doc

@@ -2,7 +2,8 @@
 visualize.
 
 Boxes are float32 ``[K, 4]``, ``[ymin, xmin, ymax, xmax]`` normalised to [0, 1] by the image's
-height and width; class ids are label-map ids (>= 1).
+height and width; class ids are label-map ids (>= 1). ``pad_aspect``/``unpad`` let a detector take
+a strip far longer than wide (a 3x5000 scan) by padding it first and mapping the boxes back.
 """
 from __future__ import annotations
 
@@ -163,3 +164,43 @@ def compare(reference: Detections, candidate: Detections, *, max_score_diff: flo
                           "max_box_diff": max_box_diff},
             "ok": bool(score <= max_score_diff and iou_min >= min_iou
                        and (max_box_diff is None or box <= max_box_diff))}
+
+
+#: a long side more than this many times the short side is padded to this ratio before the model
+#: runs (``pad_aspect``): the model scales the long side to its input size, and a short side that
+#: rounds to 0 px there fails (a 3x5000 strip at 256 px)
+MAX_ASPECT = 32
+#: colour of that padding: the ImageNet mean, i.e. 0 after the model's normalisation, as its own
+#: bottom/right padding is
+PAD_RGB = (124, 116, 104)
+
+
+def pad_aspect(image: np.ndarray) -> np.ndarray:
+    """``image`` (uint8 [H, W, 3]) padded at the bottom or right with ``PAD_RGB`` so that its long
+    side is at most ``MAX_ASPECT`` times its short side; the same array when it already is."""
+    h, w = image.shape[:2]
+    ph, pw = max(h, -(-w // MAX_ASPECT)), max(w, -(-h // MAX_ASPECT))
+    if (ph, pw) == (h, w):
+        return image
+    out = np.empty((ph, pw, 3), np.uint8)
+    out[...] = PAD_RGB
+    out[:h, :w] = image
+    return out
+
+
+def unpad(det: Detections, width: int, height: int) -> Detections:
+    """Detections of a ``pad_aspect`` image mapped to the ``width`` x ``height`` image inside it:
+    boxes rescaled and clipped, boxes wholly in the padding dropped."""
+    if (det.width, det.height) == (width, height):
+        return det
+    scale = np.array([det.height / height, det.width / width] * 2, np.float32)
+    boxes = np.clip(det.boxes * scale, 0.0, 1.0)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return Detections(boxes[keep], det.scores[keep], det.class_ids[keep], int(width), int(height))
+
+
+def detect_padded(detector, image: np.ndarray) -> Detections:
+    """``detector(image)`` for any image shape a detector may not take as it is (``pad_aspect``)."""
+    padded = pad_aspect(image)
+    det = detector(padded)
+    return det if padded is image else unpad(det, image.shape[1], image.shape[0])

@@ -47,6 +47,9 @@ def detect_format(path: str | os.PathLike) -> str:
     from od.data.tfrecord import record_files
 
     p = Path(path)
+    if glob.has_magic(str(path)) and not glob.glob(str(path)):
+        raise AnnotationError(f"--data {path}: the pattern matches no file; check the folder and "
+                              "the name (e.g. 'DATA/test-*.tfrecord').")
     if p.is_file() and p.suffix.lower() == ".json":
         return "coco"
     if p.is_file() and p.suffix.lower() == ".csv":
@@ -69,6 +72,16 @@ def detect_format(path: str | os.PathLike) -> str:
             return "coco"
     raise AnnotationError(f"{p}: no TFRecords or annotations recognised there; give "
                           f"--data-format ({', '.join(DATA_FORMATS)}) or check the path.")
+
+
+def check_options(min_score, max_images) -> None:
+    """Raise OdError for a ``min_score`` outside [0, 1] (NaN included) or a negative
+    ``max_images``, before anything loads."""
+    if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
+        raise OdError(f"--min-score {min_score} must be in [0, 1] (the confusion matrix's score "
+                      "threshold; default: the model's eval.min_score).")
+    if max_images is None or int(max_images) != max_images or int(max_images) < 0:
+        raise OdError(f"--max-images {max_images} must be a whole number >= 0 (0: all images).")
 
 
 @dataclass(frozen=True)

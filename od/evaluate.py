@@ -83,9 +83,11 @@ def predict(model, data, progress: bool = False) -> dict[int, Detections]:
     (od.eval_inputs.EvalData); returns {image_id: Detections}, ids 1..N in data order."""
     from tqdm import tqdm
 
+    from od.detections import detect_padded
+
     dets = {}
     for k in tqdm(range(len(data.records)), desc="evaluate", unit="img", disable=not progress):
-        dets[k + 1] = model(data.image(k))
+        dets[k + 1] = detect_padded(model, data.image(k))  # a 3x5000 strip is padded first
     return dets
 
 
@@ -119,8 +121,9 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
         data. All before any image is run through the model.
     """
     from od import atomic, metrics, outputs, plots
-    from od.eval_inputs import load_model, read_data
+    from od.eval_inputs import check_options, load_model, read_data
 
+    check_options(min_score, max_images)
     if out:  # a user's --out is checked before anything loads; the default is od's own folder
         outputs.prepare_out(out, inputs=[model_dir, data, images, label_map],
                             command="evaluate", overwrite=overwrite)

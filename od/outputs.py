@@ -22,9 +22,11 @@ entries the old marker lists, and leaving every other file alone.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
+import stat as stat_lib
 from pathlib import Path
 
 from od.errors import OdError
@@ -105,7 +107,7 @@ def _check_folder_path(real: Path, label: str) -> Path | None:
 
 
 def prepare_out(out: str | os.PathLike, *, inputs=(), command: str, overwrite: bool = False,
-                inside_ok=()) -> Path:
+                inside_ok=(), what: str = "--out") -> Path:
     """Check that ``command`` may write the folder ``out``; call before any work.
 
     Args:
@@ -115,6 +117,7 @@ def prepare_out(out: str | os.PathLike, *, inputs=(), command: str, overwrite: b
       overwrite: allow an existing, non-empty folder that is not a previous ``command`` output.
       inside_ok: inputs that ``out`` may lie inside (not be, nor contain): a run folder holds
         its default ``eval/``, a data folder its default ``inspect/``.
+      what: the option that names ``out`` in messages (``--model-dir`` for ``od train``).
     Returns:
       ``out`` as a Path (as given, not resolved).
     Raises:
@@ -129,24 +132,24 @@ def prepare_out(out: str | os.PathLike, *, inputs=(), command: str, overwrite: b
         for path in _input_paths(entry):
             inp = _resolve(path)
             if real == inp:
-                raise OutputError(f"--out {given} is the input {path}; {command} would overwrite "
+                raise OutputError(f"{what} {given} is the input {path}; {command} would overwrite "
                                   "it. Give a new folder for the output.")
             if _inside(inp, real):
-                raise OutputError(f"--out {given} contains the input {path}; {command} would "
+                raise OutputError(f"{what} {given} contains the input {path}; {command} would "
                                   "replace it. Give a folder outside the inputs.")
             if _inside(real, inp) and inp not in near:
-                raise OutputError(f"--out {given} lies inside the input {path}; give a folder "
+                raise OutputError(f"{what} {given} lies inside the input {path}; give a folder "
                                   "outside the inputs (e.g. a sibling).")
-    parent = _check_folder_path(real, f"--out {given}")
+    parent = _check_folder_path(real, f"{what} {given}")
     writable = real if real.is_dir() else parent
     if writable is not None and not os.access(writable, os.W_OK | os.X_OK):
-        raise OutputError(f"--out {given}: {writable} is not writable; give a folder you can "
+        raise OutputError(f"{what} {given}: {writable} is not writable; give a folder you can "
                           "write to.")
     if real.is_dir() and any(real.iterdir()) and not overwrite:
         previous = output_of(real)
         if previous != command:
-            what = (f"an output of `od {previous}`" if previous else "not an output of od")
-            raise OutputError(f"--out {given} exists, is not empty and is {what}; {command} "
+            kind = (f"an output of `od {previous}`" if previous else "not an output of od")
+            raise OutputError(f"{what} {given} exists, is not empty and is {kind}; {command} "
                               "would overwrite files in it. Give a new folder, or pass "
                               "--overwrite (overwrite=True) to write into it (only files od "
                               "writes are replaced).")
@@ -186,18 +189,86 @@ def command_for(folder: str | os.PathLike) -> str | None:
     return _COMMANDS.get(_resolve(folder))
 
 
-def write_marker(folder: str | os.PathLike, command: str, entries=()) -> None:
+def write_marker(folder: str | os.PathLike, command: str, entries=(), files=None) -> None:
     """Record ``folder`` as an output of ``command`` with the top-level ``entries`` od wrote
-    (merged with the entries of an existing marker of the same command)."""
+    (merged with the entries of an existing marker of the same command) and, for a command that
+    writes file by file (detect), ``files``: ``{relative path: [size, mtime_ns]}`` of every file
+    this run wrote (:func:`stamps`; None: keep the existing marker's), so the next run can remove
+    those it does not write again, if nobody changed them since (:func:`remove_stale`)."""
     from od import atomic
 
     folder = Path(folder)
     old = read_marker(folder)
     names = set(entries)
-    if old and old["command"] == command:
+    same = bool(old and old["command"] == command)
+    if same:
         names |= set(old.get("entries") or ())
     names.discard(MARKER)
-    atomic.write_json(folder / MARKER, {"command": command, "entries": sorted(names)})
+    doc = {"command": command, "entries": sorted(names)}
+    if files is None and same:
+        files = written_files(folder, command)
+    if files:
+        doc["files"] = {str(k): list(v) for k, v in sorted(files.items())}
+    atomic.write_json(folder / MARKER, doc)
+
+
+def stamps(folder: str | os.PathLike, names) -> dict[str, list[int]]:
+    """``{name: [size, mtime_ns]}`` of the plain files ``names`` (relative paths) in ``folder``;
+    missing ones are left out."""
+    out = {}
+    for name in names:
+        with contextlib.suppress(OSError):
+            st = os.stat(Path(folder) / name, follow_symlinks=False)
+            if stat_lib.S_ISREG(st.st_mode):
+                out[str(name)] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def written_files(folder: str | os.PathLike, command: str) -> dict[str, list[int]]:
+    """The files (relative path → ``[size, mtime_ns]`` when written) that the last run of
+    ``command`` recorded in ``folder``'s marker (:func:`write_marker`); empty for another
+    command's folder or a marker without them."""
+    marker = read_marker(folder) or {}
+    files = marker.get("files") if marker.get("command") == command else None
+    if not isinstance(files, dict):
+        return {}
+    return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, list)
+            and len(v) == 2 and all(isinstance(x, int) for x in v)}
+
+
+def remove_stale(folder: str | os.PathLike, stale: dict) -> list[str]:
+    """Remove the files of ``stale`` (``{relative path: [size, mtime_ns]}`` an earlier run of od
+    recorded in ``folder``'s marker and this run did not write again) that are still as od wrote
+    them (same size and modification time: a pre-label the user edited since is kept), then
+    sub-folders left empty by that, and drop vanished top-level names from the marker. Only plain
+    files inside ``folder`` are removed: never a link, a folder's other contents, or a path
+    leaving ``folder``. Returns the names removed.
+    """
+    from od import atomic
+
+    folder = Path(folder)
+    removed, parents = [], set()
+    for name in sorted(stale):
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts or rel.name == MARKER:
+            continue
+        if stamps(folder, [name]).get(name) != list(stale[name]):
+            continue  # gone, a link, or changed since od wrote it
+        try:
+            (folder / rel).unlink()
+        except OSError:
+            continue
+        removed.append(name)
+        parents.update(p for p in rel.parents if p != Path("."))
+    for sub in sorted(parents, key=lambda p: -len(p.parts)):
+        with contextlib.suppress(OSError):
+            (folder / sub).rmdir()  # only when empty
+    marker = read_marker(folder)
+    if removed and marker:
+        marker["entries"] = [e for e in marker.get("entries") or ()
+                             if (folder / e).exists() or (folder / e).is_symlink()]
+        atomic.write_json(folder / MARKER, marker)
+    return removed
 
 
 def start_output(out: str | os.PathLike, command: str) -> Path:

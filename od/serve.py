@@ -85,7 +85,7 @@ class BatchModel:
 
     def __init__(self, export_dir: str | os.PathLike, format: str = "saved_model"):
 
-        from od.detect import Detector, load_saved_model
+        from od.detect import Detector
 
         export_dir = Path(export_dir)
         if format not in FORMATS:
@@ -93,27 +93,17 @@ class BatchModel:
         lm_path = layout.label_map_path(export_dir)
         self.label_map = label_map_lib.read(lm_path) if lm_path.is_file() else None
         self.format = format
-        self._detector = self._fn = None
-        if format != "saved_model":
-            self._detector = Detector(export_dir, format)
-            return
-        self._model, self._fn = load_saved_model(export_dir)
+        self._detector = Detector(export_dir, format)  # pads a 3x5000 strip (od.detect.pad_aspect)
+        self._fn = getattr(self._detector, "_fn", None) if format == "saved_model" else None
 
     def run(self, images: list[np.ndarray]) -> list[Detections]:
-        import tensorflow as tf
-
-        if self._detector is not None:
-            return [self._detector(im) for im in images]
         results: list[Detections | None] = [None] * len(images)
         groups: dict[tuple, list[int]] = {}
         for i, im in enumerate(images):
             groups.setdefault(im.shape, []).append(i)
-        for shape, idx in groups.items():
-            out = {k: v.numpy() for k, v in
-                   self._fn(tf.constant(np.stack([images[i] for i in idx]))).items()}
-            for row, i in enumerate(idx):
-                results[i] = Detections.from_outputs({k: v[row:row + 1] for k, v in out.items()},
-                                                     shape[1], shape[0])
+        for idx in groups.values():  # Detector.batch: one serving_default call per size
+            for i, det in zip(idx, self._detector.batch([images[i] for i in idx])):
+                results[i] = det
         return results
 
     def signature(self) -> dict:

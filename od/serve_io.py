@@ -43,9 +43,14 @@ class Predict:
     columnar: bool
 
 
+#: ``signature_name`` values a request may give: the export's two signatures answer alike.
+SIGNATURES = ("", "serving_default", "serving_bytes")
+_SPACE = str.maketrans("", "", " \t\r\n")
+
+
 def _min_score(value, where: str) -> float:
     try:
-        v = float(value)
+        v = float("nan") if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         v = float("nan")
     if not 0.0 <= v <= 1.0:
@@ -57,16 +62,30 @@ def _decode_b64(value, where: str) -> np.ndarray:
     if not isinstance(value, str):
         raise BadRequest(f"{where}: \"b64\" must be a base64 string, got {type(value).__name__}.")
     try:
-        data = base64.b64decode(value, validate=True)
+        data = b64decode(value)
     except (binascii.Error, ValueError) as e:
         raise BadRequest(f"{where}: invalid base64 ({e}); send the image file's bytes "
-                         "base64-encoded (standard alphabet, padded).") from None
+                         "base64-encoded (standard or URL-safe alphabet).") from None
     try:
         return np.asarray(decode_rgb(where, data))
     except ImageError as e:
         text = str(e).split(" Re-")[0].split(" Resize it")[0]
         raise BadRequest(f"{text} Send a JPEG, PNG, BMP, GIF or WebP image of at most "
                          f"{MAX_PIXELS:,} pixels.") from None
+
+
+def b64decode(text: str) -> bytes:
+    """Base64 as clients send it: line breaks and spaces (``base64`` wraps at 76 columns) are
+    ignored, the URL-safe alphabet (``-_``) is read too, missing ``=`` padding is added. Anything
+    else that is not base64 raises ``binascii.Error``."""
+    text = text.translate(_SPACE)
+    if "-" in text or "_" in text:
+        if "+" in text or "/" in text:
+            raise binascii.Error("mixes the standard (+/) and URL-safe (-_) alphabets")
+        text = text.replace("-", "+").replace("_", "/")
+    if len(text) % 4 == 1:
+        raise binascii.Error(f"{len(text)} base64 characters cannot be a whole number of bytes")
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
 def _decode_array(value: list, where: str) -> np.ndarray:
@@ -151,6 +170,9 @@ def parse_predict(body: bytes, query_min_score: str | None = None,
     if ("instances" in payload) == ("inputs" in payload):
         raise BadRequest("the request body needs exactly one of \"instances\" (row format) and "
                          "\"inputs\" (columnar format).")
+    if payload.get("signature_name", "") not in SIGNATURES:
+        raise BadRequest(f"signature_name {payload['signature_name']!r}: this model has the "
+                         f"signatures {', '.join(SIGNATURES[1:])} (or leave it out).")
     columnar = "inputs" in payload
     rows = payload["inputs"] if columnar else payload["instances"]
     if columnar and isinstance(rows, dict):

@@ -34,3 +34,21 @@ def tiny_run(tmp_path_factory):
     result = train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", root / "run",
                              overrides=[f"data.train={root / 'data'}", *TINY], progress=False)
     return root, result
+
+
+@pytest.fixture(scope="session")
+def export_dir(tiny_run):
+    """The tiny run exported (SavedModel + tflite_int8) with score threshold 0 (the serving,
+    TFLite-runner and inference-audit tests share it)."""
+    import shutil
+
+    from od import config, export
+
+    root, _ = tiny_run
+    run = root / "run_zero"
+    shutil.copytree(root / "run", run)
+    cfg = config.load(run / "pipeline.yaml")
+    config.save(config.set_key(cfg, "model.score_threshold", 0.0), run / "pipeline.yaml")
+    out = root / "export_zero"
+    export.export(run, out, formats=("saved_model", "tflite_int8"), calibration_images=8)
+    return out

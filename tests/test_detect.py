@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from od import detect
+from od import detect, outputs
 from od.errors import ImageError, OdError
 
 
@@ -33,8 +33,11 @@ def exported(tiny_run, tmp_path_factory):
 
 
 def _files(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file's bytes; the marker (which holds each file's write time) by its names only."""
+    files = {p.relative_to(folder).as_posix(): p.read_bytes()
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != outputs.MARKER}
+    marker = outputs.read_marker(folder)
+    return {**files, outputs.MARKER: (marker["entries"], sorted(marker.get("files", {})))}
 
 
 def test_batched_outputs_equal_one_image_at_a_time(exported, tmp_path):
@@ -48,8 +51,8 @@ def test_batched_outputs_equal_one_image_at_a_time(exported, tmp_path):
     assert [s["image"] for s in many["skipped"]] == ["broken.jpg"] and many["skipped"][0]["reason"]
     assert json.loads((tmp_path / "many" / "detections.json").read_text()) == many
     assert _files(tmp_path / "many") == _files(tmp_path / "one")  # drawn images, csv, voc, crops
-    drawn = Image.open(tmp_path / "many" / "a.jpg")
-    assert drawn.size == (50, 70)  # a.png, the later of the two files of stem 'a', wins
+    drawn = Image.open(tmp_path / "many" / "a_png.jpg")
+    assert drawn.size == (50, 70)  # a.png: colliding stems get <stem>_<ext> names
 
 
 def test_large_images_run_alone_and_short_passes_change_nothing(exported, tmp_path, monkeypatch):

@@ -112,7 +112,7 @@ CASES = [
     ("evaluate-out-is-a-file", _evaluate("{file}"), "is an existing file"),
     ("evaluate-model-dir-is-a-file", _evaluate("{w}/v1", model="{file}"), "is a file"),
     ("evaluate-no-shards", _evaluate("{w}/v2", data="{empty}/test*.tfrecord"),
-     "empty/test*.tfrecord: no TFRecord"),
+     "empty/test*.tfrecord: the pattern matches no file"),
     ("inspect-out-is-data", ["data", "inspect", "{data}", "--out", "{data}"], "is the input"),
     ("inspect-out-users-folder", ["data", "inspect", "{data}", "--out", "{users}"],
      "--overwrite"),

@@ -52,3 +52,25 @@ def test_the_runner_needs_no_tensorflow_and_no_od():
     assert "import od" not in source.replace("import os", "")
     with pytest.raises(detect_tflite.RunnerError, match="no such model file"):
         detect_tflite.Detector(lite.RUNNER.with_name("missing.tflite"))
+
+
+def test_runner_output_names_and_out_folder_match_od_detect(tmp_path):
+    from pathlib import Path
+
+    from od import detect_files
+
+    files = [Path(n) for n in ("a.jpg", "a.png", "a_png.jpg", "b.gif")]
+    assert detect_tflite.output_stems(files) == detect_files.output_stems(files)
+    pics, model = tmp_path / "pics", tmp_path / "export" / "model_int8.tflite"
+    pics.mkdir()
+    model.parent.mkdir()
+    for out in (pics, pics / "out", tmp_path, model.parent):
+        with pytest.raises(detect_tflite.RunnerError, match="is, holds or lies inside"):
+            detect_tflite.check_out(out, pics, model)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")
+    with pytest.raises(detect_tflite.RunnerError, match="not an output of this runner"):
+        detect_tflite.check_out(tmp_path / "mine", pics, model)
+    detect_tflite.check_out(tmp_path / "new", pics, model)
+    assert detect_tflite.main(["--model", str(model), "--images", str(pics), "--out",
+                               str(pics)]) == 2  # refused before the model is needed

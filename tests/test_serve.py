@@ -31,23 +31,6 @@ TIMEOUT = 120  # seconds, any one request (the machine may be heavily loaded)
 
 
 @pytest.fixture(scope="module")
-def export_dir(tiny_run):
-    """The tiny run exported (saved_model + tflite_int8) with score threshold 0."""
-    from od import config, export
-
-    root, _ = tiny_run
-    run = root / "run_serve"
-    if not run.exists():
-        shutil.copytree(root / "run", run)
-        cfg = config.load(run / "pipeline.yaml")
-        config.save(config.set_key(cfg, "model.score_threshold", 0.0), run / "pipeline.yaml")
-    out = root / "export_serve"
-    if not out.exists():
-        export.export(run, out, formats=("saved_model", "tflite_int8"), calibration_images=8)
-    return out
-
-
-@pytest.fixture(scope="module")
 def images(tiny_run):
     """Three (file bytes, decoded uint8 RGB) pairs: two raw images and a 50x70 PNG."""
     from od.detect import load_image
@@ -324,6 +307,8 @@ def test_tflite_runner_without_tensorflow_equals_detector(export_dir, images, tm
                        text=True, timeout=TIMEOUT, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     got = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert got["skipped"] == []  # the form od detect writes
+    got = got["images"]
     assert [g["image"] for g in got] == ["im0.png", "im1.png", "im2.png"]
     assert all((tmp_path / "out" / f"im{k}.jpg").is_file() for k in range(3))
     detector = Detector(export_dir, format="tflite_int8")
@@ -337,6 +322,35 @@ def test_tflite_runner_without_tensorflow_equals_detector(export_dir, images, tm
                                    det.boxes, atol=1e-4)
         np.testing.assert_allclose([d["score"] for d in g["detections"]], det.scores, atol=1e-4)
         assert [d["class_id"] for d in g["detections"]] == det.class_ids.tolist()
+
+
+@pytest.mark.slow
+def test_tflite_runner_strip_collisions_and_a_broken_image(export_dir, images, tmp_path):
+    """A 3x400 strip is padded as od pads it, a.jpg/a.png get their own outputs, a broken file
+    is listed under skipped and the others still run."""
+    from od.detect import Detector
+
+    runner = _runner()
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    strip = np.asarray(Image.fromarray(images[0][1]).resize((400, 3)))
+    Image.fromarray(strip).save(pics / "strip.png")
+    Image.fromarray(images[1][1]).save(pics / "a.png")
+    Image.fromarray(images[2][1]).save(pics / "a.jpg", quality=95)
+    (pics / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    out = tmp_path / "out"
+    assert runner.main(["--model", str(export_dir / "model_int8.tflite"), "--images", str(pics),
+                        "--out", str(out), "--min-score", "0"]) == 0
+    doc = json.loads((out / "detections.json").read_text())
+    assert [s["image"] for s in doc["skipped"]] == ["broken.jpg"]
+    assert [(g["image"], g.get("output")) for g in doc["images"]] == [
+        ("a.jpg", "a_jpg.jpg"), ("a.png", "a_png.jpg"), ("strip.png", None)]
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["a_jpg.jpg", "a_png.jpg", "strip.jpg"]
+    got = doc["images"][2]
+    det = Detector(export_dir, format="tflite_int8")(strip)
+    assert (got["width"], got["height"]) == (400, 3) and len(got["detections"]) == len(det)
+    np.testing.assert_allclose(np.reshape([d["box"] for d in got["detections"]], (-1, 4)),
+                               det.boxes, atol=1e-4)
 
 
 # ---- no model needed -----------------------------------------------------------------------

@@ -7,10 +7,13 @@ that is what is installed). Copy the export folder (``model_int8.tflite`` or ano
 
     python detect_tflite.py --model model_int8.tflite --images DIR --out OUT [--min-score 0.5]
 
-For each image of DIR (JPEG, PNG, BMP, GIF, WebP; EXIF rotation applied, transparency on black)
-it writes ``OUT/<name>.jpg`` with the boxes drawn and ``OUT/detections.json``, the same form as
-``od detect``: per image ``{"image", "width", "height", "detections": [{"class_id", "class",
-"score", "box": [ymin, xmin, ymax, xmax] normalised, "box_pixels": [xmin, ymin, xmax, ymax]}]}``.
+For each image of DIR (JPEG, PNG, BMP, GIF, WebP, TIFF; EXIF rotation applied, transparency on
+black) it writes ``OUT/<stem>.jpg`` with the boxes drawn (``<stem>_<ext>`` where two images share
+a stem, as ``od detect``) and ``OUT/detections.json``, the same form as ``od detect``:
+``{"images": [per image {"image", "width", "height", "detections": [{"class_id", "class",
+"score", "box": [ymin, xmin, ymax, xmax] normalised, "box_pixels": [xmin, ymin, xmax, ymax]}]}],
+"skipped": [{"image", "reason"}]}``; an image that cannot be decoded is listed under ``skipped``.
+OUT may not be, hold or lie inside DIR, and an existing OUT must be empty or an earlier output.
 
 Preprocessing and box mapping are those of ``od.tflite`` (Model Garden's serving input): pixels
 normalised per channel by the ImageNet mean/std, resized bilinearly (half-pixel centres) keeping
@@ -32,7 +35,10 @@ from PIL import Image, ImageDraw, ImageOps
 
 MEAN_RGB = np.array([0.485 * 255, 0.456 * 255, 0.406 * 255], np.float32)
 STDDEV_RGB = np.array([0.229 * 255, 0.224 * 255, 0.225 * 255], np.float32)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif",
+                  ".tiff")
+MAX_ASPECT = 32  # a longer strip is padded to this ratio first (od.detections.pad_aspect)
+PAD_RGB = (124, 116, 104)
 
 
 class RunnerError(Exception):
@@ -132,13 +138,26 @@ class Detector:
         return self._run(inputs=np.asarray(x, np.float32))
 
     def __call__(self, image: np.ndarray):
+        h, w = image.shape[:2]
+        ph, pw = max(h, -(-w // MAX_ASPECT)), max(w, -(-h // MAX_ASPECT))
+        if (ph, pw) != (h, w):  # a strip: its short side would resize to 0 px
+            padded = np.empty((ph, pw, 3), np.uint8)
+            padded[...] = PAD_RGB
+            padded[:h, :w] = image
+            image = padded
         x, info = preprocess(image, self.input_size)
         out = self.raw(x)
         n = int(out["num_detections"][0])
         classes = out["detection_classes"][0, :n].astype(np.int32)
         keep = classes > 0
         boxes = to_image_boxes(out["detection_boxes"][0, :n][keep], info, self.input_size)
-        return boxes, out["detection_scores"][0, :n][keep].astype(np.float32), classes[keep]
+        scores, classes = out["detection_scores"][0, :n][keep].astype(np.float32), classes[keep]
+        if (ph, pw) == (h, w):
+            return boxes, scores, classes
+        # back to the image inside the padding (od.detections.unpad)
+        boxes = np.clip(boxes * np.array([ph / h, pw / w] * 2, np.float32), 0.0, 1.0)
+        inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        return boxes[inside], scores[inside], classes[inside]
 
 
 def read_labels(path: Path) -> list[str]:
@@ -170,6 +189,41 @@ def draw(image: np.ndarray, recs: list[dict]) -> Image.Image:
     return img
 
 
+def output_stems(files: list[Path]) -> dict[Path, str]:
+    """Each image's output stem: its own, or ``<stem>_<ext>`` (``_2``... if taken) for images
+    whose stems are the same, as ``od.detect_files.output_stems``."""
+    counts: dict[str, int] = {}
+    for f in files:
+        counts[f.stem] = counts.get(f.stem, 0) + 1
+    used = {stem for stem, n in counts.items() if n == 1}
+    stems = {}
+    for f in files:
+        if counts[f.stem] == 1:
+            stems[f] = f.stem
+            continue
+        base = f"{f.stem}_{f.suffix.lstrip('.')}" if f.suffix else f.stem
+        name, k = base, 1
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        stems[f] = name
+    return stems
+
+
+def check_out(out: Path, images: Path, model: Path) -> None:
+    """Refuse an OUT that would overwrite inputs or a user's files."""
+    o, i = out.resolve(), images.resolve()
+    folder = i if i.is_dir() else i.parent
+    for inp, what in ((folder, "the images folder"), (model.resolve().parent, "the model's folder")):
+        if o == inp or inp in o.parents or o in inp.parents:
+            raise RunnerError(f"--out {out} is, holds or lies inside {what} ({inp}); the drawn "
+                              "images would overwrite or mix with it. Give a new folder.")
+    if o.is_dir() and any(o.iterdir()) and not (o / "detections.json").is_file():
+        raise RunnerError(f"--out {out} exists, is not empty and is not an output of this "
+                          "runner; give a new or empty folder.")
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_bytes(data)
@@ -194,25 +248,34 @@ def main(argv=None) -> int:
                  if images.is_dir() else [])
         if not files:
             raise RunnerError(f"{images}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}).")
+        check_out(out, images, model)
         labels = read_labels(Path(a.labels) if a.labels else model.with_name("labels.txt"))
         detector = Detector(model, a.threads)
         out.mkdir(parents=True, exist_ok=True)
-        results = []
+        results, skipped, stems = [], [], output_stems(files)
         for path in files:
-            image = load_image(path)
+            try:
+                image = load_image(path)
+            except RunnerError as e:  # listed, the others still run (as od detect)
+                skipped.append({"image": path.name, "reason": str(e)})
+                continue
             boxes, scores, classes = detector(image)
             keep = scores >= a.min_score
             h, w = image.shape[:2]
             recs = records(boxes[keep], scores[keep], classes[keep], labels, w, h)
-            results.append({"image": path.name, "width": w, "height": h, "detections": recs})
-            tmp = out / f".{path.stem}.jpg.tmp-{os.getpid()}"
+            stem = stems[path]
+            results.append({"image": path.name, "width": w, "height": h, "detections": recs,
+                            **({} if stem == path.stem else {"output": f"{stem}.jpg"})})
+            tmp = out / f".{stem}.jpg.tmp-{os.getpid()}"
             draw(image, recs).save(tmp, format="JPEG", quality=92)
-            os.replace(tmp, out / f"{path.stem}.jpg")
-        _write_atomic(out / "detections.json", (json.dumps(results, indent=2) + "\n").encode())
+            os.replace(tmp, out / f"{stem}.jpg")
+        doc = {"images": results, "skipped": skipped}
+        _write_atomic(out / "detections.json", (json.dumps(doc, indent=2) + "\n").encode())
     except RunnerError as e:
         print(f"detect_tflite: error: {e}", file=sys.stderr)
         return 2
-    print(f"{sum(len(r['detections']) for r in results)} boxes in {len(results)} images → {out}/")
+    print(f"{sum(len(r['detections']) for r in results)} boxes in {len(results)} images → {out}/"
+          + (f"; {len(skipped)} skipped (see detections.json)" if skipped else ""))
     return 0
 
 
