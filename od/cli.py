@@ -132,17 +132,18 @@ def _layers(paths):
 
 def _train(a) -> None:
     from od import logs, odapi
-    from od.train import Interrupted, fine_tune
+    from od.train import LOG_FILE, Interrupted, check_model_dir, fine_tune
     base, extra = _layers(a.config)
     overrides = a.overrides
     if base and odapi.is_pipeline_config(base):  # an OD API pipeline.config, by content
         imported = odapi.import_config(base, nearest=a.nearest, extra=extra, overrides=overrides)
         print(imported.table())
+        check_model_dir(Path(a.model_dir), imported.cfg)  # before the table is written there
         os.makedirs(a.model_dir, exist_ok=True)
         print(f"mapping table saved as {imported.save_table(a.model_dir)}")
         base, extra, overrides = imported.cfg, (), ()
     try:
-        with logs.routed(os.path.join(a.model_dir, "train.log"), a.verbose):
+        with logs.routed(os.path.join(a.model_dir, LOG_FILE), a.verbose):
             r = fine_tune(base, a.model_dir, extra=extra, overrides=overrides,
                           progress=not a.no_progress)
     except Interrupted as e:  # Ctrl-C / SIGTERM: checkpoint saved, exit 130 / 143

@@ -335,9 +335,21 @@ def to_dict(cfg: PipelineConfig) -> dict:
     return d
 
 
+SAVED_HEADER = "# Resolved pipeline config written by od"
+
+
+def written_by_od(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a pipeline config that :func:`save` wrote (its first line)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().startswith(SAVED_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def save(cfg: PipelineConfig, path: str | os.PathLike) -> Path:
     """Write ``cfg`` as a complete YAML pipeline config (loadable by ``load``), atomically."""
-    text = "# Resolved pipeline config written by od; `od train --config THIS` repeats the run.\n"
+    text = f"{SAVED_HEADER}; `od train --config THIS` repeats the run.\n"
     text += yaml.safe_dump(to_dict(cfg), sort_keys=False)
     return atomic.write_text(path, text)
 

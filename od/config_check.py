@@ -44,7 +44,7 @@ RANGES = {
     "model.nms_iou_threshold": (0, 1, False, True),
     "model.score_threshold": (0, 1, True, False),
     "data.shuffle_buffer": (0, None, True, True),
-    "train.learning_rate": (0, None, False, True),
+    "train.learning_rate": (0, None, True, True),  # 0: weights kept (a check of a restore)
     "train.warmup_steps": (0, None, True, True),
     "train.warmup_learning_rate": (0, None, True, True),
     "train.momentum": (0, 1, True, False),

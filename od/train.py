@@ -45,6 +45,9 @@ from od import model as model_lib
 from od.layout import LABEL_MAP_FILE, PIPELINE_FILE
 
 
+LOG_FILE = "train.log"  # the CLI's log of the run (od.logs), in RUN
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """What a training run did: the run folder, the final step, seconds, final losses."""
@@ -114,6 +117,30 @@ def _check_resume(cfg: config_lib.PipelineConfig, model_dir: Path):
             f"start a new --model-dir with train.fine_tune_checkpoint={model_dir} "
             "train.fine_tune_checkpoint_type=full.")
     return old
+
+
+def check_model_dir(model_dir: Path, cfg: config_lib.PipelineConfig) -> None:
+    """``model_dir`` is new, empty, or a run of ``od train`` (resumed); never the training data,
+    a folder holding it, or a user's folder (od would write pipeline.yaml, label_map.pbtxt and
+    checkpoints among the user's files).
+
+    Raises:
+      OutputError: naming the folder, what is wrong and the fix.
+    """
+    from od import odapi as odapi_lib, outputs
+
+    d = cfg.data
+    outputs.prepare_out(model_dir, inputs=[d.train, d.val or None, d.label_map or None],
+                        command="train", overwrite=True, what="--model-dir")
+    # the CLI's RUN/train.log and OD API mapping table may come first (e.g. a failed attempt)
+    ours = {LOG_FILE, odapi_lib.TABLE_FILE, Path(odapi_lib.TABLE_FILE).with_suffix(".json").name}
+    theirs = model_dir.is_dir() and any(p.name not in ours for p in model_dir.iterdir())
+    if theirs and not config_lib.written_by_od(model_dir / PIPELINE_FILE):
+        raise outputs.OutputError(
+            f"--model-dir {model_dir} exists, is not empty and is not a run of `od train` (it "
+            f"has no {PIPELINE_FILE} written by od); training would write checkpoints, "
+            f"{PIPELINE_FILE} and {LABEL_MAP_FILE} among its files. Give a new or empty folder, "
+            "or an od run folder to resume it.")
 
 
 def is_chief(runtime: config_lib.RuntimeConfig) -> bool:
@@ -262,6 +289,8 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
       Interrupted: SIGINT/SIGTERM stopped the run after saving a checkpoint at that step
         (``exit_code`` 130/143).
       ConfigError: invalid config, missing data/label map, a run folder of another model.
+      OutputError: ``model_dir`` is or holds the training data, or is a non-empty folder that is
+        not a run of ``od train``.
       CheckpointError: the fine-tune checkpoint is missing, lacks the parts
         ``fine_tune_checkpoint_type`` restores, or does not fit the model.
       LabelMapError: ``fine_tune_checkpoint_type=full`` with a checkpoint whose class head was
@@ -280,6 +309,7 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
     else:
         cfg = config_lib.load(config, extra, overrides)
     cfg, lm = resolve(cfg)
+    check_model_dir(model_dir, cfg)
     check_runtime(cfg)
     # before any TensorFlow op (the anchor check runs some): MultiWorkerMirroredStrategy's
     # collective ops must be configured at program start-up
