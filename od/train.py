@@ -119,10 +119,12 @@ def _check_resume(cfg: config_lib.PipelineConfig, model_dir: Path):
     return old
 
 
-def check_model_dir(model_dir: Path, cfg: config_lib.PipelineConfig) -> None:
+def check_model_dir(model_dir: Path, cfg: config_lib.PipelineConfig, writes: bool = True
+                    ) -> None:
     """``model_dir`` is new, empty, or a run of ``od train`` (resumed); never the training data,
     a folder holding it, or a user's folder (od would write pipeline.yaml, label_map.pbtxt and
-    checkpoints among the user's files).
+    checkpoints among the user's files). ``writes=False`` (a multi-worker cluster's non-chief,
+    which never writes there while the chief may be filling it): the data checks only.
 
     Raises:
       OutputError: naming the folder, what is wrong and the fix.
@@ -134,7 +136,7 @@ def check_model_dir(model_dir: Path, cfg: config_lib.PipelineConfig) -> None:
                         command="train", overwrite=True, what="--model-dir")
     # the CLI's RUN/train.log and OD API mapping table may come first (e.g. a failed attempt)
     ours = {LOG_FILE, odapi_lib.TABLE_FILE, Path(odapi_lib.TABLE_FILE).with_suffix(".json").name}
-    theirs = model_dir.is_dir() and any(p.name not in ours for p in model_dir.iterdir())
+    theirs = writes and model_dir.is_dir() and any(p.name not in ours for p in model_dir.iterdir())
     if theirs and not config_lib.written_by_od(model_dir / PIPELINE_FILE):
         raise outputs.OutputError(
             f"--model-dir {model_dir} exists, is not empty and is not a run of `od train` (it "
@@ -309,8 +311,8 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
     else:
         cfg = config_lib.load(config, extra, overrides)
     cfg, lm = resolve(cfg)
-    check_model_dir(model_dir, cfg)
     check_runtime(cfg)
+    check_model_dir(model_dir, cfg, writes=is_chief(cfg.runtime))
     # before any TensorFlow op (the anchor check runs some): MultiWorkerMirroredStrategy's
     # collective ops must be configured at program start-up
     strategy = make_strategy(cfg.runtime)

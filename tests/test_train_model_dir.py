@@ -49,3 +49,16 @@ def test_an_od_run_empty_folder_or_own_log_are_accepted(tiny_run, tmp_path):
     (tmp_path / "failed" / train.LOG_FILE).write_text("2026 INFO absl: ...\n")
     train.check_model_dir(tmp_path / "failed", cfg)
     train.check_model_dir(tmp_path / "new" / "run", cfg)
+
+
+def test_a_non_chief_worker_checks_the_data_only(tiny_run, tmp_path):
+    # in a multi-worker cluster the chief may be filling RUN while another worker starts
+    root, _ = tiny_run
+    cfg = _cfg(root / "data")
+    (tmp_path / "filling").mkdir()
+    (tmp_path / "filling" / "ckpt-0.index").write_text("the chief's")
+    train.check_model_dir(tmp_path / "filling", cfg, writes=False)
+    with pytest.raises(OutputError, match="not a run of `od train`"):
+        train.check_model_dir(tmp_path / "filling", cfg)
+    with pytest.raises(OutputError, match="is the input"):
+        train.check_model_dir(root / "data", cfg, writes=False)
