@@ -25,6 +25,7 @@ left alone.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import os
@@ -229,8 +230,7 @@ def _detect_all(detector, images: list[np.ndarray], batch_size: int, tile: int,
     one at a time; tiled or other detectors per image."""
     batch = getattr(detector, "batch", None)
     if tile or batch is None or batch_size <= 1:
-        one = (detector if isinstance(detector, Detector)
-               else lambda im: detect_padded(detector, im))  # a run's Predictor: pad here
+        one = functools.partial(detect_padded, detector)  # a run's Predictor does not pad
         return [tiling.detect_tiled(one, im, tile, tile_overlap) if tile else one(im)
                 for im in images]
     found: list = [None] * len(images)
@@ -295,8 +295,9 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
     images, out = Path(images), Path(out)
     outputs.prepare_out(out, inputs=[images, model], command="detect", overwrite=overwrite)
     files, others = detect_files.list_images(images)
+    suffixes = detect_files.IMAGE_SUFFIXES
     if not files:
-        raise OdError(f"{images}: no images found (looked for {', '.join(detect_files.IMAGE_SUFFIXES)}"
+        raise OdError(f"{images}: no images found (looked for {', '.join(suffixes)}"
                       + (f"; found only {', '.join(others[:5])}" if others else "") + ").")
     if not 0.0 <= min_score <= 1.0:
         raise OdError(f"--min-score {min_score} must be in [0, 1].")
@@ -309,7 +310,7 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
     lm = detector.label_map
     if others and progress:
         print(f"note: {len(others)} entr{'y' if len(others) == 1 else 'ies'} of {images} not "
-              f"read (not {'/'.join(s[1:] for s in detect_files.IMAGE_SUFFIXES)} files; sub-folders are not "
+              f"read (not {'/'.join(s[1:] for s in suffixes)} files; sub-folders are not "
               f"searched): {', '.join(others[:10])}{' ...' if len(others) > 10 else ''}",
               flush=True)
     stems = detect_files.output_stems(files)
@@ -346,8 +347,8 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
                 names = [f"{stem}.jpg", *([f"voc/{stem}.xml"] if voc else []),
                          *("crops/" + n for n, _ in cut)]
                 after = [last[n] for n in names if n in last]
-                job = write_pool.submit(detect_files.write_image, out, path, stem, image, det, recs, lm,
-                                        min_score, voc, cut, after)
+                job = write_pool.submit(detect_files.write_image, out, path, stem, image, det,
+                                        recs, lm, min_score, voc, cut, after)
                 last.update(dict.fromkeys(names, job))
                 jobs.append(job)
                 made.update(names)

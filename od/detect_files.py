@@ -13,10 +13,10 @@ import numpy as np
 
 from od import atomic
 from od.boxes import denormalize_to_xyxy
+from od.data.images import IMAGE_SUFFIXES
 from od.detections import Detections
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif",
-                  ".tiff")
+# one output-name rule for od detect and the TFLite runner, which may not import od: it holds it
+from od.lite.detect_tflite import output_stems  # noqa: F401  (od.detect_files.output_stems)
 
 
 def records(det: Detections, lm) -> list[dict]:
@@ -72,30 +72,6 @@ def write_image(out: Path, path: Path, stem: str, image: np.ndarray, det: Detect
         pil = Image.fromarray(image)
         for name, box in crops:
             atomic.write_bytes(out / "crops" / name, jpeg(pil.crop(box)))
-
-
-def output_stems(files: list[Path]) -> dict[Path, str]:
-    """The stem of each image's outputs (``<stem>.jpg``, ``voc/<stem>.xml``, ``crops/<stem>_*``):
-    the file's own stem, or, for files whose stems are the same (``a.jpg``, ``a.png``),
-    ``<stem>_<ext>`` (``a_jpg``, ``a_png``), made unique with ``_2``, ``_3``... where needed, so no
-    image's outputs replace another's."""
-    counts: dict[str, int] = {}
-    for f in files:
-        counts[f.stem] = counts.get(f.stem, 0) + 1
-    used = {stem for stem, n in counts.items() if n == 1}
-    stems = {}
-    for f in files:
-        if counts[f.stem] == 1:
-            stems[f] = f.stem
-            continue
-        base = f"{f.stem}_{f.suffix.lstrip('.')}" if f.suffix else f.stem
-        name, k = base, 1
-        while name in used:
-            k += 1
-            name = f"{base}_{k}"
-        used.add(name)
-        stems[f] = name
-    return stems
 
 
 def list_images(images: Path) -> tuple[list[Path], list[str]]:

@@ -39,8 +39,6 @@ from pathlib import Path
 
 import numpy as np
 
-from od import layout
-from od import label_map as label_map_lib
 from od.detections import Detections
 from od.errors import ExportError, OdError
 from od.serve_io import BadRequest, parse_predict, prediction
@@ -90,11 +88,9 @@ class BatchModel:
         export_dir = Path(export_dir)
         if format not in FORMATS:
             raise ExportError(f"--format {format!r}: choose one of {', '.join(FORMATS)}.")
-        lm_path = layout.label_map_path(export_dir)
-        self.label_map = label_map_lib.read(lm_path) if lm_path.is_file() else None
         self.format = format
-        self._detector = Detector(export_dir, format)  # pads a 3x5000 strip (od.detect.pad_aspect)
-        self._fn = getattr(self._detector, "_fn", None) if format == "saved_model" else None
+        self._detector = Detector(export_dir, format)  # pads a 3x5000 strip (od.detections.pad_aspect)
+        self.label_map = self._detector.label_map
 
     def run(self, images: list[np.ndarray]) -> list[Detections]:
         results: list[Detections | None] = [None] * len(images)
@@ -108,9 +104,9 @@ class BatchModel:
 
     def signature(self) -> dict:
         """TF Serving's ``signature_def`` map of what the server accepts and answers."""
-        if self._fn is not None:
-            inputs = self._fn.structured_input_signature[1]
-            outputs = self._fn.structured_outputs
+        if self.format == "saved_model":
+            fn = self._detector._fn
+            inputs, outputs = fn.structured_input_signature[1], fn.structured_outputs
             sig = {"inputs": {k: _tensor_info(s.dtype.name, s.shape.as_list(), k)
                               for k, s in inputs.items()},
                    "outputs": {k: _tensor_info(s.dtype.name, s.shape.as_list(), k)

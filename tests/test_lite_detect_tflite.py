@@ -58,9 +58,11 @@ def test_runner_output_names_and_out_folder_match_od_detect(tmp_path):
     from pathlib import Path
 
     from od import detect_files
+    from od.data.images import IMAGE_SUFFIXES
 
     files = [Path(n) for n in ("a.jpg", "a.png", "a_png.jpg", "b.gif")]
     assert detect_tflite.output_stems(files) == detect_files.output_stems(files)
+    assert detect_tflite.IMAGE_SUFFIXES == IMAGE_SUFFIXES  # its copy (it may not import od)
     pics, model = tmp_path / "pics", tmp_path / "export" / "model_int8.tflite"
     pics.mkdir()
     model.parent.mkdir()

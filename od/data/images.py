@@ -124,13 +124,16 @@ def _near_names(path: Path) -> str:
     want, stem = path.name.casefold(), path.stem.casefold()
     near = sorted(n for n in names if n.casefold() == want or (
         n.rsplit(".", 1)[0].casefold() in (stem, want)
-        and n.rsplit(".", 1)[-1].lower() in _IMAGE_SUFFIXES))
+        and "." + n.rsplit(".", 1)[-1].lower() in IMAGE_SUFFIXES))
     if not near:
         return ""
     return f" Found {', '.join(near[:3])} in {path.parent} instead; fix the name."
 
 
-_IMAGE_SUFFIXES = frozenset("jpg jpeg jpe jfif png bmp gif webp tif tiff".split())
+#: file suffixes read as images where a folder is listed (``od detect``, the near-name hint above;
+#: the TFLite runner keeps a copy, checked equal by its tests, as it may not import od)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif",
+                  ".tiff")
 
 
 @functools.lru_cache(maxsize=8)

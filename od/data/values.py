@@ -78,7 +78,6 @@ def image_id(value, where: str) -> int:
                  "Give every image a non-negative whole-number id.")
 
 
-
 def pixel_box(xmin: float, ymin: float, xmax: float, ymax: float, width: int, height: int,
               where: str, fix: str) -> None:
     """Refuse a box of a pixel-coordinate format whose corners all lie in [0, 1] with one of

@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw, ImageOps
 MEAN_RGB = np.array([0.485 * 255, 0.456 * 255, 0.406 * 255], np.float32)
 STDDEV_RGB = np.array([0.229 * 255, 0.224 * 255, 0.225 * 255], np.float32)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif",
-                  ".tiff")
+                  ".tiff")  # a copy of od.data.images.IMAGE_SUFFIXES: this file stands alone
 MAX_ASPECT = 32  # a longer strip is padded to this ratio first (od.detections.pad_aspect)
 PAD_RGB = (124, 116, 104)
 
@@ -190,8 +190,10 @@ def draw(image: np.ndarray, recs: list[dict]) -> Image.Image:
 
 
 def output_stems(files: list[Path]) -> dict[Path, str]:
-    """Each image's output stem: its own, or ``<stem>_<ext>`` (``_2``... if taken) for images
-    whose stems are the same, as ``od.detect_files.output_stems``."""
+    """The stem of each image's outputs (``<stem>.jpg``; ``od detect`` also ``voc/<stem>.xml``,
+    ``crops/<stem>_*``): its own, or ``<stem>_<ext>`` (``a_jpg``, ``a_png``; ``_2``... if taken)
+    for images whose stems are the same, so no image's outputs replace another's. ``od detect``
+    uses this function (``od.detect_files.output_stems``)."""
     counts: dict[str, int] = {}
     for f in files:
         counts[f.stem] = counts.get(f.stem, 0) + 1
@@ -215,7 +217,8 @@ def check_out(out: Path, images: Path, model: Path) -> None:
     """Refuse an OUT that would overwrite inputs or a user's files."""
     o, i = out.resolve(), images.resolve()
     folder = i if i.is_dir() else i.parent
-    for inp, what in ((folder, "the images folder"), (model.resolve().parent, "the model's folder")):
+    model_folder = model.resolve().parent
+    for inp, what in ((folder, "the images folder"), (model_folder, "the model's folder")):
         if o == inp or inp in o.parents or o in inp.parents:
             raise RunnerError(f"--out {out} is, holds or lies inside {what} ({inp}); the drawn "
                               "images would overwrite or mix with it. Give a new folder.")
