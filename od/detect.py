@@ -25,7 +25,6 @@ left alone.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import itertools
 import os
@@ -115,18 +114,18 @@ class Detector:
         self._model, self._fn = load_saved_model(export_dir)
 
     def __call__(self, image: np.ndarray) -> Detections:
-        import tensorflow as tf
-
         image = np.asarray(image, np.uint8)
         if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
             raise ImageError(f"expected a uint8 RGB image [H, W, 3], got shape {image.shape}.")
-        padded = pad_aspect(image)
         if self._tflite is not None:
-            det = self._tflite(padded)
-        else:
-            det = Detections.from_outputs(self._fn(tf.constant(padded[None])), padded.shape[1],
-                                          padded.shape[0])
-        return unpad(det, image.shape[1], image.shape[0])
+            return self._tflite(image)  # pads a strip itself
+        return detect_padded(self._detect, image)
+
+    def _detect(self, image: np.ndarray) -> Detections:
+        import tensorflow as tf
+
+        return Detections.from_outputs(self._fn(tf.constant(image[None])), image.shape[1],
+                                       image.shape[0])
 
     def batch(self, images: list[np.ndarray]) -> list[Detections]:
         """Detect on uint8 RGB [H, W, 3] images that all have the same shape: one call of the
@@ -230,8 +229,7 @@ def _detect_all(detector, images: list[np.ndarray], batch_size: int, tile: int,
     one at a time; tiled or other detectors per image."""
     batch = getattr(detector, "batch", None)
     if tile or batch is None or batch_size <= 1:
-        one = functools.partial(detect_padded, detector)  # a run's Predictor does not pad
-        return [tiling.detect_tiled(one, im, tile, tile_overlap) if tile else one(im)
+        return [tiling.detect_tiled(detector, im, tile, tile_overlap) if tile else detector(im)
                 for im in images]
     found: list = [None] * len(images)
     groups: dict[tuple, list[int]] = {}

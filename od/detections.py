@@ -199,8 +199,11 @@ def unpad(det: Detections, width: int, height: int) -> Detections:
     return Detections(boxes[keep], det.scores[keep], det.class_ids[keep], int(width), int(height))
 
 
-def detect_padded(detector, image: np.ndarray) -> Detections:
-    """``detector(image)`` for any image shape a detector may not take as it is (``pad_aspect``)."""
+def detect_padded(detect, image: np.ndarray) -> Detections:
+    """``detect(image)`` for any image shape, ``detect`` being a model's own per-image call
+    (uint8 RGB [H, W, 3] → Detections normalised to that image) that may fail on a long strip:
+    the image goes in ``pad_aspect``-ed and its boxes come back ``unpad``-ed. Every detector class
+    of od (Detector, Predictor, TFLiteModel, FrozenGraphModel) calls its model through this."""
     padded = pad_aspect(image)
-    det = detector(padded)
+    det = detect(padded)
     return det if padded is image else unpad(det, image.shape[1], image.shape[0])

@@ -25,7 +25,7 @@ import numpy as np
 
 from od import label_map as label_map_lib
 from od import layout
-from od.detections import Detections, GroundTruth
+from od.detections import Detections, GroundTruth, detect_padded
 from od.errors import AnnotationError, ExportError, LabelMapError, OdError
 
 DATA_FORMATS = ("tfrecord", "voc", "coco", "csv", "automl")
@@ -271,7 +271,9 @@ class FrozenGraphModel:
         self._fetch = [f"{k}:0" for k in self._OUTPUTS]
 
     def __call__(self, image: np.ndarray) -> Detections:
-        image = np.asarray(image, np.uint8)
+        return detect_padded(self._detect, np.asarray(image, np.uint8))  # a 3x5000 strip
+
+    def _detect(self, image: np.ndarray) -> Detections:
         values = self._session.run(self._fetch, {"image_tensor:0": image[None]})
         return Detections.from_outputs(dict(zip(self._OUTPUTS, values)), image.shape[1],
                                        image.shape[0])

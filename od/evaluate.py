@@ -83,11 +83,9 @@ def predict(model, data, progress: bool = False) -> dict[int, Detections]:
     (od.eval_inputs.EvalData); returns {image_id: Detections}, ids 1..N in data order."""
     from tqdm import tqdm
 
-    from od.detections import detect_padded
-
     dets = {}
     for k in tqdm(range(len(data.records)), desc="evaluate", unit="img", disable=not progress):
-        dets[k + 1] = detect_padded(model, data.image(k))  # a 3x5000 strip is padded first
+        dets[k + 1] = model(data.image(k))  # od's models pad a 3x5000 strip themselves
     return dets
 
 

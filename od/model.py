@@ -18,7 +18,7 @@ import numpy as np
 from od import config as config_lib
 from od.experiment import to_experiment
 from od import label_map as label_map_lib
-from od.detections import Detections
+from od.detections import Detections, detect_padded
 from od.errors import CheckpointError, ConfigError, LabelMapError
 from od.layout import PIPELINE_FILE, label_map_path, run_checkpoint
 
@@ -268,5 +268,7 @@ class Predictor:
         return cls(cfg, model, lm, checkpoint, params)
 
     def __call__(self, image: np.ndarray) -> Detections:
-        out = self._fn(np.asarray(image, np.uint8)[None])
-        return Detections.from_outputs(out, image.shape[1], image.shape[0])
+        return detect_padded(self._detect, np.asarray(image, np.uint8))  # a 3x5000 strip
+
+    def _detect(self, image: np.ndarray) -> Detections:
+        return Detections.from_outputs(self._fn(image[None]), image.shape[1], image.shape[0])

@@ -45,7 +45,7 @@ import numpy as np
 
 from od import atomic
 from od import detections
-from od.detections import Detections
+from od.detections import Detections, detect_padded
 from od.errors import ExportError
 
 FILES = {"tflite": "model.tflite", "tflite_fp16": "model_fp16.tflite",
@@ -112,7 +112,9 @@ class TFLiteModel:
         return self._run(inputs=np.asarray(x, np.float32))
 
     def __call__(self, image: np.ndarray) -> Detections:
-        image = np.asarray(image, np.uint8)
+        return detect_padded(self._detect, np.asarray(image, np.uint8))  # a 3x5000 strip
+
+    def _detect(self, image: np.ndarray) -> Detections:
         x, info = preprocess(image, self.input_size)
         out = self.raw(x)
         n = int(out["num_detections"][0])

@@ -63,6 +63,21 @@ def test_a_3x500_strip_is_detected_by_detect_and_serve(export_dir, tiny_run, tmp
     np.testing.assert_array_equal(dets[1].boxes, detect.Detector(export_dir)(photo).boxes)
 
 
+def test_every_model_class_takes_a_strip_itself(export_dir, tiny_run):
+    """Padding lives in each model class's own call (od.detections.detect_padded), so a caller
+    that holds a run's Predictor or a bare .tflite needs nothing more than a Detector does."""
+    from od.model import Predictor
+    from od.tflite import TFLiteModel
+
+    root, _ = tiny_run
+    strip = np.ascontiguousarray(np.resize(np.asarray(_photo(tiny_run)), (3, 500, 3)))
+    for model in (Predictor.from_run(root / "run"), TFLiteModel(export_dir / "model_int8.tflite"),
+                  detect.Detector(export_dir), detect.Detector(export_dir, "tflite_int8")):
+        det = model(strip)
+        assert (det.width, det.height) == (500, 3)
+        assert ((det.boxes >= 0) & (det.boxes <= 1)).all()
+
+
 # ---- output names, TIFF, entries not read, a second run into the same --out ----------------------
 def test_output_stems_are_unique():
     files = [Path(n) for n in ("a.jpg", "a.png", "a_png.jpg", "b.JPG", "b.jpg", "c.gif")]
