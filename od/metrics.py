@@ -6,7 +6,8 @@ Boxes come in as float32 ``[N, 4]``, ``[ymin, xmin, ymax, xmax]`` normalised to 
 converted to COCO pixel ``[x, y, w, h]`` with each image's ``GroundTruth.width/height`` (the
 original image pixels) only where they are handed to pycocotools. pycocotools does all IoU and AP
 work (``COCOeval`` for AP/AR and PR curves, ``pycocotools.mask.iou`` for the matchings of the
-threshold table and the confusion matrix); crowd boxes are ignored regions, as in COCO.
+threshold table and the confusion matrix, in :mod:`od.matching`); crowd boxes are ignored
+regions, as in COCO.
 
 Every result is made of dicts, lists, ints, floats, strings and ``None`` (where a value is
 undefined, e.g. the AP of a class without ground truth), so it can be passed to ``json.dumps``.
@@ -18,10 +19,10 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from od import matching
 from od.boxes import normalized_to_xywh
 from od.detections import Detections, GroundTruth
 from od.errors import OdError
@@ -29,7 +30,7 @@ from od.errors import OdError
 DEFAULT_THRESHOLDS = np.linspace(0.05, 0.95, 19)
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-BACKGROUND = "background"
+BACKGROUND = matching.BACKGROUND
 
 
 class EvaluationError(OdError):
@@ -43,11 +44,6 @@ class _Inputs:
     class_ids: list[int]          # label-map ids, ascending
     titles: dict[int, str]        # id -> display title (unique in a LabelMap)
     num_ignored: int              # detections dropped because their class is not in the label map
-
-
-def _crowd(gt: GroundTruth) -> np.ndarray:
-    return (np.zeros(len(gt.class_ids), bool) if gt.is_crowd is None
-            else np.asarray(gt.is_crowd, bool).reshape(-1))
 
 
 def _check_boxes(boxes: np.ndarray, what: str) -> None:
@@ -77,9 +73,9 @@ def _prepare(groundtruth, detections, label_map) -> _Inputs:
         if gt.width <= 0 or gt.height <= 0:
             raise EvaluationError(f"{where}: width/height {gt.width}x{gt.height} must be the "
                                   "original image size in pixels (> 0).")
-        if not (len(gt.boxes) == len(gt.class_ids) == len(_crowd(gt))):
+        if not (len(gt.boxes) == len(gt.class_ids) == len(matching.crowd_mask(gt))):
             raise EvaluationError(f"{where}: {len(gt.boxes)} boxes but {len(gt.class_ids)} class "
-                                  f"ids and {len(_crowd(gt))} is_crowd flags.")
+                                  f"ids and {len(matching.crowd_mask(gt))} is_crowd flags.")
         _check_boxes(gt.boxes, where)
         unknown = sorted(set(gt.class_ids.tolist()) - known)
         if unknown:
@@ -129,7 +125,7 @@ def _run_cocoeval(inp: _Inputs, verbose: bool) -> COCOeval:
         images.append({"id": gt.image_id, "width": gt.width, "height": gt.height,
                        "file_name": gt.name})
         xywh = normalized_to_xywh(gt.boxes, gt.width, gt.height)
-        for box, cid, crowd in zip(xywh, gt.class_ids.tolist(), _crowd(gt).tolist()):
+        for box, cid, crowd in zip(xywh, gt.class_ids.tolist(), matching.crowd_mask(gt).tolist()):
             anns.append({"id": len(anns) + 1,  # ids from 1: COCOeval reads id 0 as "unmatched"
                          "image_id": gt.image_id, "category_id": cid,
                          "bbox": [float(v) for v in box], "area": float(box[2] * box[3]),
@@ -166,13 +162,13 @@ def _coco_from_eval(inp: _Inputs, ev: COCOeval) -> dict:
     prec = ev.eval["precision"]  # [T iou, R recall, K class, A area, M maxDets]
     per_class = {}
     for k, cid in enumerate(int(c) for c in ev.params.catIds):
-        n_gt = sum(int(((gt.class_ids == cid) & ~_crowd(gt)).sum()) for gt in inp.gts)
+        n_gt = sum(int(((gt.class_ids == cid) & ~matching.crowd_mask(gt)).sum()) for gt in inp.gts)
         per_class[inp.titles[cid]] = {"id": cid, "AP": _mean_valid(prec[:, :, k, 0, -1]),
                                       "AP50": _mean_valid(prec[0, :, k, 0, -1]), "num_gt": n_gt}
     res["per_class"] = per_class
     res["num_images"] = len(inp.gts)
-    res["num_gt_boxes"] = sum(int((~_crowd(gt)).sum()) for gt in inp.gts)
-    res["num_crowd_boxes"] = sum(int(_crowd(gt).sum()) for gt in inp.gts)
+    res["num_gt_boxes"] = sum(int((~matching.crowd_mask(gt)).sum()) for gt in inp.gts)
+    res["num_crowd_boxes"] = sum(int(matching.crowd_mask(gt).sum()) for gt in inp.gts)
     res["num_detections"] = sum(len(d) for d in inp.dets.values())
     res["num_detections_unknown_class"] = inp.num_ignored
     return res
@@ -240,81 +236,13 @@ def pr_curves(groundtruth: list[GroundTruth], detections: dict[int, Detections],
     return _curves_from_eval(inp, _run_cocoeval(inp, verbose))
 
 
-def _ious(d_xywh: np.ndarray, g_xywh: np.ndarray, crowd: np.ndarray) -> np.ndarray:
-    """[D, G] IoU from pycocotools (for crowd GT: intersection over the detection's area)."""
-    if len(d_xywh) == 0 or len(g_xywh) == 0:
-        return np.zeros((len(d_xywh), len(g_xywh)))
-    return np.asarray(mask_utils.iou(d_xywh, g_xywh, crowd.astype(np.uint8)), dtype=np.float64)
-
-
-def _greedy_match(ious: np.ndarray, crowd: np.ndarray, iou: float):
-    """COCO's matching: detections in the given (score-descending) order each take the unmatched
-    non-crowd GT of highest IoU >= ``iou``; a detection that only reaches a crowd GT is ignored.
-
-    Returns (det_to_gt int [D], -1 if unmatched; det_ignored bool [D]).
-    """
-    n_det, n_gt = ious.shape
-    thr = min(iou, 1 - 1e-10)
-    det_to_gt, ignored = np.full(n_det, -1), np.zeros(n_det, bool)
-    taken = crowd.copy()
-    for d in range(n_det):
-        cand = np.where(taken, -1.0, ious[d]) if n_gt else ious[d]
-        if n_gt and cand.max() >= thr:
-            g = int(np.argmax(cand))
-            det_to_gt[d], taken[g] = g, True
-        elif crowd.any() and ious[d, crowd].max() >= thr:
-            ignored[d] = True
-    return det_to_gt, ignored
-
-
-def _empty_dets() -> Detections:
-    return Detections.make(np.zeros((0, 4)), [], [])
-
-
-def _counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict:
-    def ratio(a, b):
-        return [float(x / y) if y else None for x, y in zip(a, b)]
-    return {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
-            "f1": ratio(2 * tp, 2 * tp + fp + fn),
-            "tp": tp.tolist(), "fp": fp.tolist(), "fn": fn.tolist()}
-
-
 def _threshold_table(inp: _Inputs, iou: float, thresholds) -> dict:
     _check_iou(iou)
     t = np.asarray(thresholds, dtype=np.float64)
     if t.ndim != 1 or t.size == 0 or not np.all((t >= 0) & (t <= 1)):
         raise EvaluationError(f"thresholds must be a non-empty 1-D list of scores in [0, 1], got "
                               f"{np.asarray(thresholds).tolist()!r}.")
-    t32 = t.astype(np.float32)  # scores are float32: compare in float32 (0.7 must keep 0.7)
-    per_class, totals = {}, np.zeros((3, len(t)), np.int64)
-    parts = {cid: ([np.zeros(0, np.float32)], [np.zeros(0, bool)], [np.zeros(0, bool)], [0])
-             for cid in inp.class_ids}  # per class: scores, is_tp, is_fp, num non-crowd GT
-    for gt in inp.gts:
-        d = inp.dets.get(gt.image_id, _empty_dets())
-        for cid in np.union1d(d.class_ids, gt.class_ids).tolist():
-            dm, gm = d.class_ids == cid, gt.class_ids == cid
-            crowd = _crowd(gt)[gm]
-            ious = _ious(normalized_to_xywh(d.boxes[dm], gt.width, gt.height),
-                         normalized_to_xywh(gt.boxes[gm], gt.width, gt.height), crowd)
-            det_to_gt, ignored = _greedy_match(ious, crowd, iou)
-            scores, is_tp, is_fp, n_gt = parts[cid]
-            scores.append(d.scores[dm])
-            is_tp.append(det_to_gt >= 0)
-            is_fp.append((det_to_gt < 0) & ~ignored)
-            n_gt[0] += int((~crowd).sum())
-    for cid in inp.class_ids:
-        scores, is_tp, is_fp, (n_gt,) = parts[cid]
-        s, tp_m, fp_m = np.concatenate(scores), np.concatenate(is_tp), np.concatenate(is_fp)
-        above = s[None, :] >= t32[:, None]  # [thresholds, detections]
-        tp = (above & tp_m).sum(axis=1).astype(np.int64)
-        fp = (above & fp_m).sum(axis=1).astype(np.int64)
-        fn = n_gt - tp
-        totals += np.stack([tp, fp, fn])
-        per_class[inp.titles[cid]] = {"id": cid, "num_gt": n_gt, **_counts(tp, fp, fn)}
-    return {"iou": float(iou), "thresholds": [round(float(x), 6) for x in t],
-            "overall": {"num_gt": sum(c["num_gt"] for c in per_class.values()),
-                        **_counts(*totals)},
-            "per_class": per_class}
+    return matching.threshold_rows(inp, iou, t)
 
 
 def threshold_table(groundtruth: list[GroundTruth], detections: dict[int, Detections], label_map,
@@ -361,32 +289,6 @@ def best_threshold(table: dict, class_name: str | None = None) -> dict | None:
             **{k: row[k][i] for k in ("precision", "recall", "f1", "tp", "fp", "fn")}}
 
 
-def _confusion_matrix(inp: _Inputs, iou: float, min_score: float) -> dict:
-    index = {cid: i for i, cid in enumerate(inp.class_ids)}
-    bg = len(inp.class_ids)
-    m = np.zeros((bg + 1, bg + 1), np.int64)
-    for gt in inp.gts:
-        d = inp.dets.get(gt.image_id, _empty_dets()).above(min_score)
-        crowd = _crowd(gt)
-        ious = _ious(normalized_to_xywh(d.boxes, gt.width, gt.height),
-                     normalized_to_xywh(gt.boxes, gt.width, gt.height), crowd)
-        det_to_gt, ignored = _greedy_match(ious, crowd, iou)
-        for di, (g, ign) in enumerate(zip(det_to_gt.tolist(), ignored.tolist())):
-            pred = index[int(d.class_ids[di])]
-            if g >= 0:
-                m[index[int(gt.class_ids[g])], pred] += 1
-            elif not ign:
-                m[bg, pred] += 1
-        missed = np.ones(len(crowd), bool)
-        missed[det_to_gt[det_to_gt >= 0]] = False
-        for g in np.flatnonzero(missed & ~crowd):
-            m[index[int(gt.class_ids[g])], bg] += 1
-    return {"labels": [inp.titles[c] for c in inp.class_ids] + [BACKGROUND],
-            "class_ids": list(inp.class_ids) + [0], "matrix": m.tolist(),
-            "rows": "true class", "columns": "predicted class",
-            "iou": float(iou), "min_score": float(min_score)}
-
-
 def confusion_matrix(groundtruth: list[GroundTruth], detections: dict[int, Detections], label_map,
                      iou: float = 0.5, min_score: float = 0.5) -> dict:
     """Detection confusion matrix, as in the TF OD API / AutoML Vision.
@@ -404,7 +306,7 @@ def confusion_matrix(groundtruth: list[GroundTruth], detections: dict[int, Detec
       EvaluationError: as :func:`coco_metrics`.
     """
     _check_iou(iou)
-    return _confusion_matrix(_prepare(groundtruth, detections, label_map), iou, min_score)
+    return matching.confusion_rows(_prepare(groundtruth, detections, label_map), iou, min_score)
 
 
 def evaluation_report(groundtruth: list[GroundTruth], detections: dict[int, Detections], label_map,
@@ -425,4 +327,4 @@ def evaluation_report(groundtruth: list[GroundTruth], detections: dict[int, Dete
     table = _threshold_table(inp, iou, thresholds)
     return {"coco": _coco_from_eval(inp, ev), "pr_curves": _curves_from_eval(inp, ev),
             "threshold_table": table, "best_threshold": best_threshold(table),
-            "confusion_matrix": _confusion_matrix(inp, iou, min_score)}
+            "confusion_matrix": matching.confusion_rows(inp, iou, min_score)}
