@@ -368,8 +368,8 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
     w.writerow(["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "score"])
     w.writerows(rows)
     atomic.write_text(out / "detections.csv", buf.getvalue())
-    outputs.write_marker(out, "detect", [*written, "detections.json", "detections.csv"],
-                         files=outputs.stamps(out, made))
     # an earlier run's drawings, crops and pre-labels that this run did not write, if unchanged
     outputs.remove_stale(out, {k: v for k, v in previous.items() if k not in made})
+    outputs.write_marker(out, "detect", [*written, "detections.json", "detections.csv"],
+                         files=outputs.stamps(out, made), prune=True)
     return doc

@@ -189,12 +189,15 @@ def command_for(folder: str | os.PathLike) -> str | None:
     return _COMMANDS.get(_resolve(folder))
 
 
-def write_marker(folder: str | os.PathLike, command: str, entries=(), files=None) -> None:
+def write_marker(folder: str | os.PathLike, command: str, entries=(), files=None, *,
+                 prune: bool = False) -> None:
     """Record ``folder`` as an output of ``command`` with the top-level ``entries`` od wrote
-    (merged with the entries of an existing marker of the same command) and, for a command that
-    writes file by file (detect), ``files``: ``{relative path: [size, mtime_ns]}`` of every file
-    this run wrote (:func:`stamps`; None: keep the existing marker's), so the next run can remove
-    those it does not write again, if nobody changed them since (:func:`remove_stale`)."""
+    (merged with the entries of an existing marker of the same command; ``prune``: only those of
+    them still in ``folder``, for a command that has just removed its stale files there, never in
+    a temporary folder that is to replace ``folder``) and, for a command that writes file by file
+    (detect), ``files``: ``{relative path: [size, mtime_ns]}`` of every file this run wrote
+    (:func:`stamps`; None: keep the existing marker's), so the next run can remove those it does
+    not write again, if nobody changed them since (:func:`remove_stale`)."""
     from od import atomic
 
     folder = Path(folder)
@@ -202,7 +205,8 @@ def write_marker(folder: str | os.PathLike, command: str, entries=(), files=None
     names = set(entries)
     same = bool(old and old["command"] == command)
     if same:
-        names |= set(old.get("entries") or ())
+        names |= {e for e in old.get("entries") or ()
+                  if not prune or (folder / e).exists() or (folder / e).is_symlink()}
     names.discard(MARKER)
     doc = {"command": command, "entries": sorted(names)}
     if files is None and same:
@@ -240,12 +244,10 @@ def remove_stale(folder: str | os.PathLike, stale: dict) -> list[str]:
     """Remove the files of ``stale`` (``{relative path: [size, mtime_ns]}`` an earlier run of od
     recorded in ``folder``'s marker and this run did not write again) that are still as od wrote
     them (same size and modification time: a pre-label the user edited since is kept), then
-    sub-folders left empty by that, and drop vanished top-level names from the marker. Only plain
-    files inside ``folder`` are removed: never a link, a folder's other contents, or a path
-    leaving ``folder``. Returns the names removed.
+    sub-folders left empty by that. Only plain files inside ``folder`` are removed: never a link,
+    a folder's other contents, or a path leaving ``folder``. Returns the names removed; the marker
+    is left as it is (the caller's next ``write_marker(..., prune=True)`` drops vanished names).
     """
-    from od import atomic
-
     folder = Path(folder)
     removed, parents = [], set()
     for name in sorted(stale):
@@ -263,11 +265,6 @@ def remove_stale(folder: str | os.PathLike, stale: dict) -> list[str]:
     for sub in sorted(parents, key=lambda p: -len(p.parts)):
         with contextlib.suppress(OSError):
             (folder / sub).rmdir()  # only when empty
-    marker = read_marker(folder)
-    if removed and marker:
-        marker["entries"] = [e for e in marker.get("entries") or ()
-                             if (folder / e).exists() or (folder / e).is_symlink()]
-        atomic.write_json(folder / MARKER, marker)
     return removed
 
 

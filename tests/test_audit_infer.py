@@ -143,7 +143,11 @@ def test_remove_stale_removes_only_plain_files_inside(tmp_path):
     assert removed == ["voc/x.xml"] and (out / "voc" / "edited.xml").read_text() == (
         "reviewed in LabelImg")
     assert (tmp_path / "outside.txt").read_text() == "keep" and (out / "link.jpg").is_symlink()
-    assert outputs.read_marker(out)["entries"] == ["link.jpg", "voc"]
+    assert outputs.read_marker(out)["entries"] == ["link.jpg", "voc"]  # left for the caller
+    (out / "voc" / "edited.xml").unlink()  # voc/ gone: the next marker, pruned, drops it
+    (out / "voc").rmdir()
+    outputs.write_marker(out, "detect", ["new.jpg"], files={}, prune=True)
+    assert outputs.read_marker(out)["entries"] == ["link.jpg", "new.jpg"]
 
 
 # ---- od evaluate: option values and a glob matching nothing --------------------------------------
