@@ -253,3 +253,21 @@ def test_inspect_default_folder_never_overwrites_the_users_own_files(tmp_path, c
     for _ in range(2):  # its own previous output is replaced without --overwrite
         assert main(["data", "inspect", str(tmp_path), "--format", "voc"]) == 0
     assert json.loads(mine.read_text())["images"] == 1
+
+
+def test_a_png_keeps_its_name_in_the_tfrecord_and_becomes_a_jpg_file_in_a_folder(tmp_path,
+                                                                                 capsys):
+    """A PNG is stored as JPEG bytes. A TFRecord names the source (image/filename a.png,
+    image/format jpeg: a.png and a.jpg stay two names); a written folder gets a real a.jpg."""
+    args = _csv(tmp_path, HEADER + "a.png,32,32,cat,2,2,20,20\nb.jpg,32,32,cat,2,2,20,20\n",
+                images=("b.jpg",))
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / "a.png")
+    code, text = _run(tmp_path, args, capsys)
+    assert code == 0, text
+    got = {e.record.image_path.name: e.image_format
+           for e in tfrecord.read(_out(tmp_path) / "train*.tfrecord*")}
+    assert got == {"a.png": "jpeg", "b.jpg": "jpeg"}
+    voc = tmp_path.with_name(tmp_path.name + "-voc")
+    assert main(["data", "convert", *args, "--out", str(voc), "--to", "voc", "--workers", "1",
+                 "--split", "1,0,0"]) == 0
+    assert sorted(p.name for p in voc.rglob("*.jpg")) == ["a.jpg", "b.jpg"]

@@ -56,8 +56,9 @@ def encode_chunk(job: tuple) -> list[tuple]:
         if problem:
             report.append((source_id, problem, "", "", name, None))
             continue
-        if Path(name).suffix.lower() not in _JPEG_SUFFIXES:  # stored bytes are JPEG
-            name = str(Path(name).with_suffix(".jpg"))
+        if target != "tfrecord" and Path(name).suffix.lower() not in _JPEG_SUFFIXES:
+            name = str(Path(name).with_suffix(".jpg"))  # a file of JPEG bytes; a TFRecord keeps
+            # the source's name in image/filename (image/format says what is stored)
         if target == "tfrecord":
             ex = tfrecord.make_example(record, enc.data, enc.format, class_ids, source_id, name)
             digest = ex.features.feature[tfrecord.KEY_SHA256].bytes_list.value[0].decode()
