@@ -113,6 +113,17 @@ class Detector:
             return
         self._model, self._fn = load_saved_model(export_dir)
 
+    @property
+    def signature(self):
+        """The SavedModel's ``serving_default`` concrete function (uint8 [N, H, W, 3] →
+        outputs), or None for a TFLite format."""
+        return None if self._tflite is not None else self._fn
+
+    @property
+    def input_size(self) -> int | None:
+        """A TFLite model's square input side in pixels; None for the SavedModel (any size)."""
+        return None if self._tflite is None else self._tflite.input_size
+
     def __call__(self, image: np.ndarray) -> Detections:
         image = np.asarray(image, np.uint8)
         if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:

@@ -58,14 +58,14 @@ class BatchModel:
     def signature(self) -> dict:
         """TF Serving's ``signature_def`` map of what the server accepts and answers."""
         if self.format == "saved_model":
-            fn = self._detector._fn
+            fn = self._detector.signature
             inputs, outputs = fn.structured_input_signature[1], fn.structured_outputs
             sig = {"inputs": {k: _tensor_info(s.dtype.name, s.shape.as_list(), k)
                               for k, s in inputs.items()},
                    "outputs": {k: _tensor_info(s.dtype.name, s.shape.as_list(), k)
                                for k, s in outputs.items()}}
         else:
-            size = self._detector._tflite.input_size
+            size = self._detector.input_size
             sig = {"inputs": {"images": _tensor_info("uint8", [1, None, None, 3], "images")},
                    "outputs": {k: _tensor_info(d, s, k) for k, d, s in (
                        ("detection_boxes", "float32", [1, None, 4]),
