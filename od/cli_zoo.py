@@ -2,6 +2,7 @@
 them (od.zoo_select, od.download, od.zoo_bench). Part of the command line (od.cli)."""
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -38,15 +39,28 @@ def add_zoo_commands(sub) -> None:
     c.set_defaults(func=_zoo_benchmark)
 
 
+def _speeds(path):
+    """The speed records of ``--speeds PATH`` (a missing file is an error here, not 'no
+    figures'), or the default files when it is not given."""
+    from od import zoo_select
+    from od.errors import ZooError
+    if path is None:
+        return zoo_select.load_speeds()
+    if not os.path.isfile(path):
+        raise ZooError(f"--speeds {path}: no such file; give a speed JSON written by `od zoo "
+                       f"benchmark`, or leave --speeds out to use {zoo_select.SPEEDS_ENV} and the "
+                       f"shipped figures")
+    return zoo_select.load_speeds([path])
+
+
 def _zoo_list(a) -> None:
     from od import zoo_select
-    print(zoo_select.list_table(
-        speeds=zoo_select.load_speeds([a.speeds]) if a.speeds else None))
+    print(zoo_select.list_table(speeds=_speeds(a.speeds)))
 
 
 def _zoo_select(a) -> None:
     from od import zoo, zoo_select
-    speeds = zoo_select.load_speeds([a.speeds]) if a.speeds else zoo_select.load_speeds()
+    speeds = _speeds(a.speeds)
     bounds = dict(max_latency_ms=a.max_latency_ms, min_ap=a.min_ap, batch=a.batch, speeds=speeds,
                   architecture=a.architecture, coco_checkpoint_only=a.coco_checkpoint_only)
     e = zoo_select.select(zoo.ZOO, **bounds)

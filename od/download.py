@@ -11,26 +11,33 @@
 
 Archives are unpacked (tarfile 'data' filter; absolute paths, ``..`` members, links and devices
 refused) into a temporary folder that gets a marker file last and is then renamed to
-``<cache>/<name>/``. The marker is what makes a cache entry count: a folder without it is never
-used, so a failed or interrupted download never leaves anything that looks complete. The cache is
+``<cache>/<name>/``. The marker is what makes a cache entry count, for the source it names: a
+folder without it is never used (nor replaced, when it holds files), so a failed or interrupted
+download never leaves anything that looks complete. One process at a time fills an entry (a
+lock file ``<cache>/.<name>.lock``; the others wait). The cache is
 ``$OD_CACHE_DIR``, default ``~/.cache/od``; fill it by hand for offline use by copying a finished
 ``<cache>/<name>/`` (with its marker) or by putting the archive itself in ``<cache>/downloads/``.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
+import gzip
 import hashlib
 import http.client
 import json
+import lzma
 import os
 import re
 import shutil
 import socket
+import sys
 import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from pathlib import Path
 
 from od import atomic
@@ -40,6 +47,7 @@ from od.zoo import get
 CACHE_ENV = "OD_CACHE_DIR"
 MARKER = ".od-complete.json"
 _ARCHIVE = re.compile(r"\.(tar\.gz|tgz|tar|tar\.bz2|tar\.xz)$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 16
 _TIMEOUT_S = 60
 
@@ -72,21 +80,37 @@ def download(source: str | os.PathLike, *, cache_dir: str | os.PathLike | None =
     cache marker (``<cache>/<name>/.od-complete.json``). Returns the unpacked folder (the archive's
     single top-level folder when it has one), or a local folder/prefix as given.
 
-    Raises ZooError on an unknown name or missing path, an HTTP or network failure (the partial
-    file is kept and the next call resumes it), a checksum mismatch (the bad file is removed), or
-    an unsafe or unreadable archive.
+    A cache entry counts only for the source it was made from (a URL, or a local tarball's
+    absolute path, size and modification time): another file of the same name replaces it. Two
+    processes asking for one entry take turns (the second waits, then finds it in the cache).
+
+    Raises ZooError on an empty source, an unknown name or missing path, a URL that names no file,
+    a ``sha256`` that is not 64 hex digits, a cache folder that cannot be created or written, a
+    cache entry folder holding files od did not put there (it is never replaced), an HTTP or
+    network failure (the partial file is kept and the next call resumes it), a checksum mismatch
+    (the bad file is removed), or an unsafe, damaged (gzip/bz2/xz check failed) or empty archive.
     """
     src = os.fspath(source)
+    if not src.strip():
+        raise ZooError("the checkpoint source is empty: give a zoo name (`od zoo list`), an "
+                       "http(s)/gs/file URL, or a local tarball, folder or checkpoint prefix")
+    if sha256 is not None and not _SHA256.fullmatch(sha256.strip().lower()):
+        raise ZooError(f"--sha256 {sha256!r} is not a SHA-256 checksum (64 hex digits, as "
+                       f"`sha256sum FILE` prints); fix it or leave it out")
     name = None
     if ("://" not in src and "/" not in src and not is_archive(src)
             and not Path(src).expanduser().exists()):
         entry = get(src)
         name, src, sha256 = entry.name, entry.url, sha256 or entry.sha256
     src = to_https(src)
-    sha256 = sha256.lower() if sha256 else None
+    sha256 = sha256.strip().lower() if sha256 else None
     root = cache_root(cache_dir)
     if src.startswith("file://"):
-        src = urllib.request.url2pathname(urllib.parse.urlparse(src).path)
+        url = urllib.parse.urlparse(src)
+        if url.netloc not in ("", "localhost") or not url.path:
+            raise ZooError(f"file URL {src!r} names no local file: write file:///ABSOLUTE/PATH "
+                           f"(three slashes), or give the path itself")
+        src = urllib.request.url2pathname(url.path)
     if "://" not in src:
         path = Path(src).expanduser()
         if path.is_dir() or Path(f"{path}.index").exists():
@@ -95,28 +119,58 @@ def download(source: str | os.PathLike, *, cache_dir: str | os.PathLike | None =
             raise ZooError(f"checkpoint source {src!r} is neither a zoo name, a URL nor an "
                            f"existing file, folder or checkpoint prefix; check the path or see "
                            f"`od zoo list`")
-        return _unpack_cached(path, root / (name or _stem(path.name)), src, sha256,
-                              keep_archive=True)
+        st = path.stat()
+        with _locked(root, name or _stem(path.name)) as target:
+            return _unpack_cached(path, target, str(path.resolve()), sha256, keep_archive=True,
+                                  stamp=[st.st_size, st.st_mtime_ns])
     if not src.startswith(("http://", "https://")):
         raise ZooError(f"unsupported URL {src!r}: use http(s)://, gs://, file:// or a local path")
-    filename = Path(urllib.parse.urlparse(src).path).name
-    target = root / (name or _stem(filename))
-    done = _cached(target, sha256)
-    if done is not None:
-        return done
-    if not _ARCHIVE.search(filename):
-        return _fetch_prefix(src, target, sha256, progress)
-    archive = root / "downloads" / filename
-    if not archive.exists():
-        _fetch(src, archive, sha256=sha256, progress=progress)
-    return _unpack_cached(archive, target, src, sha256, keep_archive=False)
+    filename = urllib.parse.unquote(urllib.parse.urlparse(src).path.rsplit("/", 1)[-1])
+    if filename in ("", ".", ".."):
+        raise ZooError(f"URL {src!r} names a folder, not a file: give the URL of the tarball "
+                       f"(.tar.gz) or of the checkpoint prefix (e.g. .../ckpt-1)")
+    with _locked(root, name or _stem(filename)) as target:
+        done = _cached(target, sha256, src)
+        if done is not None:
+            return done
+        if not _ARCHIVE.search(filename):
+            return _fetch_prefix(src, target, sha256, progress)
+        archive = root / "downloads" / filename
+        if not archive.exists():
+            _fetch(src, archive, sha256=sha256, progress=progress)
+        return _unpack_cached(archive, target, src, sha256, keep_archive=False)
 
 
 def _stem(filename: str) -> str:
     return _ARCHIVE.sub("", filename) or filename
 
 
-def _cached(target: Path, sha256: str | None) -> Path | None:
+@contextlib.contextmanager
+def _locked(root: Path, name: str):
+    """Hold the cache entry ``root/name`` (yielded) for this process; wait while another has it.
+    Raises ZooError when ``root`` cannot be created or ``name`` is no single folder name."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise ZooError(f"cannot name a cache entry {name!r}: give a source whose file name is a "
+                       f"real name (e.g. model.tar.gz)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / f".{name}.lock", "w")
+    except OSError as e:
+        raise ZooError(f"cannot use the cache folder {root} ({e.strerror or e}): pass --cache-dir "
+                       f"(cache_dir=) or set {CACHE_ENV} to a folder you can write") from e
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print(f"od: waiting for another process that is filling {root / name} ...",
+                  file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield root / name
+
+
+def _cached(target: Path, sha256: str | None, source: str, stamp=None) -> Path | None:
+    """The finished entry ``target`` if its marker says it was made from ``source`` (and, for a
+    local tarball, the file's ``stamp`` [size, mtime_ns]) with ``sha256`` when given, else None."""
     marker = target / MARKER
     if not marker.is_file():
         return None
@@ -124,9 +178,24 @@ def _cached(target: Path, sha256: str | None) -> Path | None:
         info = json.loads(marker.read_text())
     except ValueError:
         return None
+    if not isinstance(info, dict) or info.get("source") != source or (
+            stamp is not None and info.get("stamp") != stamp):
+        return None
     if sha256 and info.get("sha256") != sha256:
         return None
-    return target / info["root"] if info.get("root") else target
+    out = target / info["root"] if info.get("root") else target
+    return out if out.is_dir() else None
+
+
+def _check_free(target: Path) -> None:
+    """Refuse to replace ``target`` when it holds anything od did not make (no marker)."""
+    if (target / MARKER).is_file() or not os.path.lexists(target):
+        return
+    if target.is_dir() and not target.is_symlink() and not any(
+            p.is_file() or p.is_symlink() for p in target.rglob("*")):
+        return  # empty folders only: nothing to lose
+    raise ZooError(f"{target} exists but is not an od cache entry (no {MARKER}): od does not "
+                   f"replace files it did not make. Move it away, or pass another --cache-dir")
 
 
 def _sha256(path: Path) -> str:
@@ -155,15 +224,18 @@ def _fetch(url: str, dest: Path, *, sha256: str | None, progress: bool) -> str:
             part.unlink()
             offset = 0
             resp = _open(url, 0)
+        start = 0
+        if offset and resp.status == 206:
+            m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
+            start = int(m.group(1)) if m else 0
+        if start != offset:  # server ignored Range (200) or answered another range
+            offset = 0
+            if resp.status == 206:  # its body starts elsewhere: fetch the whole file
+                resp.close()
+                resp = _open(url, 0)
         with resp:
-            start = 0
-            if offset and resp.status == 206:
-                m = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
-                start = int(m.group(1)) if m else 0
-            if start != offset:  # server ignored Range (200) or answered another range
-                offset = 0
-            length = resp.headers.get("Content-Length")
-            total = offset + int(length) if length is not None else None
+            length = getattr(resp, "length", None)  # Content-Length as parsed (None: bad/absent)
+            total = offset + length if length is not None else None
             got = offset
             try:
                 with open(part, "r+b" if offset else "wb") as f, tqdm(
@@ -215,6 +287,7 @@ def _fetch_prefix(url: str, target: Path, sha256: str | None, progress: bool) ->
         raise ZooError(f"{url} is a checkpoint prefix (two files), not one archive; a single "
                        f"sha256 cannot check it: leave --sha256 out")
     prefix = Path(urllib.parse.urlparse(url).path).name
+    _check_free(target)
     staging = target.parent / "downloads" / target.name
     digests = {}
     for suffix in (".index", ".data-00000-of-00001"):
@@ -237,7 +310,10 @@ def _fetch_prefix(url: str, target: Path, sha256: str | None, progress: bool) ->
 
 
 def _check_members(tar: tarfile.TarFile, archive: Path) -> None:
-    for m in tar.getmembers():
+    members = tar.getmembers()
+    if not any(m.isfile() for m in members):
+        raise tarfile.ReadError("it holds no files")
+    for m in members:
         p = Path(m.name)
         bad = None
         if p.is_absolute() or m.name.startswith(("/", "\\")):
@@ -264,10 +340,11 @@ def _write_marker(folder: Path, source: str, sha256: str | None, root: str, **ex
 
 
 def _unpack_cached(archive: Path, target: Path, source: str, sha256: str | None, *,
-                   keep_archive: bool) -> Path:
-    done = _cached(target, sha256)
+                   keep_archive: bool, stamp=None) -> Path:
+    done = _cached(target, sha256, source, stamp)
     if done is not None:
         return done
+    _check_free(target)
     digest = _sha256(archive)
     if sha256 and digest != sha256:
         if not keep_archive:
@@ -281,17 +358,32 @@ def _unpack_cached(archive: Path, target: Path, source: str, sha256: str | None,
             with tarfile.open(archive, "r:*") as tar:
                 _check_members(tar, archive)
                 tar.extractall(tmp, filter="data")
+                while tar.fileobj.read(_CHUNK):  # to the end: gzip checks its CRC only there
+                    pass
             tops = [p for p in tmp.iterdir()]
             root = tops[0].name if len(tops) == 1 and tops[0].is_dir() else ""
-            _write_marker(tmp, source, digest, root)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        if not keep_archive:
-            archive.unlink()
-        raise ZooError(f"cannot unpack {archive} ({e}); it is damaged or not a tar archive"
-                       f"{' (removed)' if not keep_archive else ''}: download it again") from e
+            _write_marker(tmp, source, digest, root,
+                          **({"stamp": stamp} if stamp is not None else {}))
+    except OSError as e:
+        if e.errno is None or isinstance(e, gzip.BadGzipFile):
+            return _damaged(archive, keep_archive, e)
+        raise ZooError(f"cannot unpack {archive} into {target.parent} ({e}): free disk space "
+                       f"or pass another --cache-dir ({CACHE_ENV}); the archive is kept") from e
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
+        return _damaged(archive, keep_archive, e)
     if not keep_archive:
         archive.unlink()
     return target / root if root else target
+
+
+def _damaged(archive: Path, keep_archive: bool, e: Exception):
+    if not keep_archive:
+        archive.unlink(missing_ok=True)
+        raise ZooError(f"cannot unpack {archive} ({e}); it is damaged or not a tar archive "
+                       f"(removed): download it again") from e
+    raise ZooError(f"cannot unpack {archive} ({e}): it is damaged or not a tar archive. Give a "
+                   f"tarball (.tar.gz, .tgz, .tar, .tar.bz2, .tar.xz), a checkpoint folder, or a "
+                   f"checkpoint prefix (the path without .index)") from e
 
 
 __all__ = ["download", "is_archive", "cache_root", "to_https", "CACHE_ENV", "MARKER"]

@@ -11,6 +11,7 @@ OD API. The message classes are built from a descriptor at import time with ``pr
 """
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,8 @@ class LabelMap:
     """An ordered set of classes with ids from 1 (0 is background).
 
     Raises:
-      LabelMapError: on construction, if an id is < 1 or > ``MAX_ID``, or an id or name repeats.
+      LabelMapError: on construction, if an id is not an integer, is < 1 or > ``MAX_ID``, a name
+        is not text or is blank, or an id or name repeats.
     """
 
     items: tuple[LabelMapItem, ...]
@@ -82,6 +84,12 @@ class LabelMap:
     def __post_init__(self):
         seen_ids, seen_names = {}, {}
         for it in self.items:
+            if isinstance(it.id, bool) or not isinstance(it.id, numbers.Integral):
+                raise LabelMapError(f"{self.source}: label map id {it.id!r} (name {it.name!r}) is "
+                                    "not an integer; number classes 1, 2, 3...")
+            if not isinstance(it.name, str) or not it.name.strip():
+                raise LabelMapError(f"{self.source}: class id {it.id} has the name {it.name!r}; "
+                                    "give every class a non-blank name (text).")
             if it.id < 1:
                 raise LabelMapError(
                     f"{self.source}: label map id {it.id} (name {it.name!r}) is invalid: id 0 is "
@@ -102,8 +110,16 @@ class LabelMap:
 
     @classmethod
     def from_names(cls, names, display_names=None) -> "LabelMap":
-        """Ids 1..N in the given order. ``display_names``: optional list of the same length."""
-        display_names = display_names or [""] * len(names)
+        """Ids 1..N in the given order. ``display_names``: optional list of the same length.
+
+        Raises:
+          LabelMapError: ``display_names`` has another length, or a name is blank or repeats.
+        """
+        names = list(names)
+        display_names = list(display_names or [""] * len(names))
+        if len(display_names) != len(names):
+            raise LabelMapError(f"{len(names)} class names but {len(display_names)} display "
+                                "names; give one display name per class (or none).")
         return cls(tuple(LabelMapItem(i + 1, n, d) for i, (n, d) in
                          enumerate(zip(names, display_names))))
 
@@ -167,9 +183,10 @@ def parse(text: str, source: str = "<string>") -> LabelMap:
     for m in msg.item:
         if not m.HasField("id"):
             raise LabelMapError(f"{source}: item {m.name!r} has no id; add 'id: N' (N >= 1).")
-        if not m.name and not m.display_name:
+        if not m.name.strip() and not m.display_name.strip():
             raise LabelMapError(f"{source}: item with id {m.id} has no name; add name: '...'.")
-        items.append(LabelMapItem(m.id, m.name or m.display_name, m.display_name))
+        items.append(LabelMapItem(m.id, m.name if m.name.strip() else m.display_name,
+                                 m.display_name))
     if not items:
         raise LabelMapError(f"{source}: the label map lists no classes; write one entry per "
                             "class, e.g. item { id: 1 name: 'cat' }.")
@@ -184,15 +201,26 @@ def read(path: str | os.PathLike) -> LabelMap:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows Notepad) is no text
+        data = path.read_bytes()
+        text = data.decode("utf-8-sig")  # a BOM (Windows Notepad) is no text
     except OSError as e:
         raise LabelMapError(f"cannot read label map {path}: {e.strerror}.") from None
     except UnicodeDecodeError as e:
-        raise LabelMapError(f"{path}: the label map is not UTF-8 text (byte offset {e.start}). "
+        raw = e.object  # after a BOM, if any: e.start counts from there
+        line = raw[:e.start].count(b"\n") + 1
+        raise LabelMapError(f"{path}:{line}: the label map is not UTF-8 text (bytes "
+                            f"{raw[e.start:e.end + 3]!r} on that line). "
                             "Save it as UTF-8.") from None
     return parse(text, str(path))
 
 
 def write(label_map: LabelMap, path: str | os.PathLike) -> Path:
-    """Write ``label_map`` as a ``label_map.pbtxt`` file, atomically."""
+    """Write ``label_map`` as a ``label_map.pbtxt`` file, atomically.
+
+    Raises:
+      LabelMapError: the label map has no classes (:func:`read` would refuse the file).
+    """
+    if not label_map.items:
+        raise LabelMapError(f"label map {label_map.source} has no classes; not writing an empty "
+                            f"{path} (od would refuse to read it).")
     return atomic.write_text(path, label_map.to_pbtxt())

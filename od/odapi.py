@@ -127,7 +127,7 @@ def is_pipeline_config(path: str | os.PathLike) -> bool:
     """True if ``path`` holds an OD API pipeline config (by content: a top-level ``model {`` or
     ``train_config {`` block, and not a YAML mapping), whatever its extension."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Windows Notepad) is no text
     except (OSError, UnicodeDecodeError):
         return False
     if not _TOP.search(text):
@@ -195,19 +195,27 @@ def import_config(path: str | os.PathLike, *, nearest: bool = False, extra=(), o
     Returns:
       Imported: the checked config and the mapping table.
     Raises:
-      ConfigError: unreadable or malformed file, an architecture without counterpart (and not
-        ``nearest``), a placeholder left, num_classes disagreeing with the label map.
+      ConfigError: unreadable, binary or malformed file (the message gives line:column), an
+        architecture without counterpart (and not ``nearest``), a placeholder left, a negative
+        num_classes or one disagreeing with the label map (absent or 0: from the label map), an
+        image size < 1, a value od's config refuses (naming the od key).
     """
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read pipeline config {source}: {e}.") from None
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Windows Notepad) is no text
+    except OSError as e:
+        raise ConfigError(f"cannot read pipeline config {source}: {e.strerror or e}.") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not a text file (byte {e.start} is not UTF-8); give the "
+                          "OD API pipeline.config (protobuf text format).") from None
     try:
         msg = odapi_schema.parse(text)
         written = odapi_schema.field_paths(text)
     except text_format.ParseError as e:
         raise ConfigError(f"{source}: not a valid OD API pipeline.config ({e}).") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: blocks nested too deeply to be an OD API "
+                          "pipeline.config.") from None
     mp = _Mapper(source)
     desc = _model(msg, mp, nearest)
     _train(msg, mp)
@@ -277,11 +285,14 @@ def _check_num_classes(cfg, msg, source: str) -> None:
 
 def write_yaml(imported: Imported, out: str | os.PathLike) -> Path:
     """Write the imported config as an od YAML (refusing to overwrite) and the table beside it
-    as ``<out stem>.mapping.txt``. Raises ConfigError if ``out`` exists."""
+    as ``<out stem>.mapping.txt`` and ``.mapping.json``. Raises ConfigError if any of the three
+    exists."""
     out = Path(out)
-    if out.exists():
-        raise ConfigError(f"{out} exists; od config import does not overwrite files. Choose "
-                          "another --out or remove it.")
+    table = out.parent / (out.stem + ".mapping.txt")
+    for path in (out, table, table.with_suffix(".json")):
+        if os.path.lexists(path):
+            raise ConfigError(f"{path} exists; od config import does not overwrite files. "
+                              "Choose another --out or remove it.")
     config_lib.save(imported.cfg, out)
     imported.save_table(out.parent, out.stem + ".mapping.txt")
     return out

@@ -88,8 +88,18 @@ def _model(msg, mp, nearest: bool) -> str:
     meta, arch, desc = _architecture(msg, mp, nearest)
     p = f"model.{meta}"
     mp.values["model.name"] = f"odapi_{meta}_{arch.feature_extractor.type}"
-    mp.set(f"{p}.num_classes", "model.num_classes", arch.num_classes + 1,
-           note="+1 for od's background class 0; checked against the label map")
+    if arch.num_classes < 0:
+        raise ConfigError(f"{mp.source}: {p}.num_classes = {arch.num_classes}; give the number of "
+                          "classes (the label map's largest id), or leave it out to take it from "
+                          "the label map.")
+    if arch.num_classes:
+        mp.set(f"{p}.num_classes", "model.num_classes", arch.num_classes + 1,
+               note="+1 for od's background class 0; checked against the label map")
+    elif arch.HasField("num_classes"):
+        mp.set(f"{p}.num_classes", "model.num_classes", 0, "approximated",
+               "0 classes cannot train: od takes the number from the label map")
+    else:
+        mp.implied("num_classes", "model.num_classes", 0, "from the label map (max id + 1)")
     fe = arch.feature_extractor
     levels = (2, 6) if mp.values.get("model.architecture") == "faster_rcnn" else (3, 7)
     if fe.HasField("fpn"):
@@ -151,26 +161,41 @@ def _hyperparams(h, p: str, mp) -> None:
 def _resizer(r, p: str, max_level: int, mp) -> None:
     if r.HasField("keep_aspect_ratio_resizer"):
         k, q = r.keep_aspect_ratio_resizer, f"{p}.keep_aspect_ratio_resizer"
-        size, status = k.max_dimension, ("mapped" if k.pad_to_max_dimension else "approximated")
+        size = k.max_dimension if k.HasField("max_dimension") else 1024  # the API's default
+        status = "mapped" if k.pad_to_max_dimension else "approximated"
         note = "Model Garden scales the longer side to input_size and pads to a square"
         mp.note(f"{q}.min_dimension", "approximated", "the longer side decides (max_dimension)")
         if k.HasField("pad_to_max_dimension"):
             mp.note(f"{q}.pad_to_max_dimension", "mapped", "Model Garden always pads")
         path = f"{q}.max_dimension"
+        written = [f for f in ("max_dimension",) if k.HasField(f)]
     elif r.HasField("fixed_shape_resizer"):
         f, q = r.fixed_shape_resizer, f"{p}.fixed_shape_resizer"
-        size, status, path = max(f.height, f.width), "approximated", f"{q}.height"
+        sides = [getattr(f, s) if f.HasField(s) else 300 for s in ("height", "width")]  # default
+        if min(sides) < 1:
+            raise ConfigError(f"{mp.source}: {q} height x width = {sides[0]} x {sides[1]} px; "
+                              "both must be >= 1.")
+        size, status = max(sides), "approximated"
+        written = [s for s in ("height", "width") if f.HasField(s)]
+        path = f"{q}.{written[0] if written else 'height'}"
         note = ("od keeps the aspect ratio and pads to a square; the OD API stretches to "
                 "height x width")
-        mp.note(f"{q}.width", "approximated", "input_size is the larger of height and width")
+        if path != f"{q}.width":
+            mp.note(f"{q}.width", "approximated", "input_size is the larger of height and width")
     else:
         return
+    if size < 1:
+        raise ConfigError(f"{mp.source}: {path} = {size} px must be >= 1.")
     stride = 2 ** max_level
     if size % stride:
         rounded = max(1, round(size / stride)) * stride
         note += f"; {size} rounded to {rounded}, a multiple of 2**max_level = {stride}"
         size, status = rounded, "approximated"
-    mp.set(path, "model.input_size", size, status, note)
+    if path.rsplit(".", 1)[1] in written:
+        mp.set(path, "model.input_size", size, status, note)
+    else:  # the API's default size: a row of its own, as the file has no field to show it
+        mp.implied(path.split("image_resizer.", 1)[1], "model.input_size", size,
+                   f"the OD API's default; {note}")
 
 
 def _anchors(a, p: str, mp) -> None:

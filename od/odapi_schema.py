@@ -157,6 +157,9 @@ def field_paths(text: str) -> list[tuple[str, str]]:
         sign = "-" if tok.TryConsume("-") else ""
         v = sign + tok.token
         tok.NextToken()
+        while v[:1] in ("'", '"') and tok.token[:1] in ("'", '"'):  # "a" "b" is one string
+            v = v[:-1] + tok.token[1:-1] + v[-1]
+            tok.NextToken()
         return v
 
     def block(prefix: str, end: str | None) -> int:

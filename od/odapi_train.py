@@ -6,6 +6,7 @@ mapping-table rows on the mapper (``set``: a key from a field; ``note``: a row o
 """
 from __future__ import annotations
 
+from od.config import TrainConfig
 from od.errors import ConfigError
 
 _FT_TYPES = {"classification": "backbone", "detection": "detector", "full": "full"}
@@ -17,6 +18,13 @@ def _train(msg, mp) -> None:
         mp.set(f"{p}.batch_size", "train.batch_size", t.batch_size)
     if t.num_steps:
         mp.set(f"{p}.num_steps", "train.steps", t.num_steps)
+    else:  # 0 or absent: the OD API trains until stopped; od needs an end
+        why = (f"the OD API trains without end; od stops at train.steps = {TrainConfig.steps} "
+               "(set train.steps=N)")
+        if t.HasField("num_steps"):
+            mp.note(f"{p}.num_steps", "approximated", why)
+        else:
+            mp.implied("num_steps", "train.steps", TrainConfig.steps, why)
     if t.HasField("gradient_clipping_by_norm"):
         mp.set(f"{p}.gradient_clipping_by_norm", "train.clipnorm", t.gradient_clipping_by_norm)
     else:
@@ -80,7 +88,7 @@ def _learning_rate(lr, p: str, mp, optimizer: str) -> None:
         mp.set(f"{q}.learning_rate_base", "train.learning_rate", c.learning_rate_base,
                note=f"{optimizer}, cosine decay")
         mp.values["train.lr_schedule"] = "cosine"
-        steps = mp.values.get("train.steps")
+        steps = mp.values.get("train.steps", TrainConfig.steps)
         mp.note(f"{q}.total_steps", "mapped" if c.total_steps == steps else "approximated",
                 "od's cosine decays to 0 at train.steps" +
                 ("" if c.total_steps == steps else f" ({steps}), not at total_steps"))

@@ -187,7 +187,9 @@ def get(name: str, table: Sequence[ZooEntry] = ZOO) -> ZooEntry:
         if e.name == name:
             return e
     names = [e.name for e in table]
-    near = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
+    lower = {n.lower(): n for n in names}  # RETINANET_... and ' name ' find their entry too
+    near = [lower[m] for m in difflib.get_close_matches(str(name).strip().lower(), list(lower),
+                                                        n=3, cutoff=0.4)]
     hint = f"did you mean {', '.join(near)}? " if near else ""
     raise ZooError(f"no zoo entry named {name!r}; {hint}`od zoo list` shows all "
                    f"{len(names)}: {', '.join(names)}")

@@ -51,7 +51,8 @@ def build_detector(entry: ZooEntry, input_size: int | None = None, nms_version: 
     """The Keras detector (RetinaNet or Faster R-CNN) of ``entry`` (random weights) at
     ``input_size`` pixels (default: the entry's), built from the entry's pipeline config with Model
     Garden's ``nms_version`` post-processing. Raises ZooError for a backbone-only entry or a size
-    the model rejects."""
+    the model rejects (< 1 included)."""
+    _check_size(input_size)
     if not entry.is_detector:
         raise ZooError(f"{entry.name} is a backbone checkpoint, not a detector; benchmark a "
                        f"detector entry (`od zoo list` shows the kind)")
@@ -70,6 +71,21 @@ def build_detector(entry: ZooEntry, input_size: int | None = None, nms_version: 
     except (ConfigError, ValueError) as e:
         raise ZooError(f"cannot build {entry.name} from configs/{entry.config} at "
                        f"{model.input_size} px: {e}") from e
+
+
+def _check_args(batch_sizes, repeats, input_size) -> None:
+    if repeats is not None and repeats < 1:
+        raise ZooError(f"repeats must be >= 1 (timed calls per batch size), got {repeats}")
+    if not batch_sizes or any(b < 1 for b in batch_sizes):
+        raise ZooError(f"batch sizes must be >= 1 images, got {tuple(batch_sizes)}")
+    _check_size(input_size)
+
+
+def _check_size(input_size) -> None:
+    if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int)
+                                   or input_size < 1):
+        raise ZooError(f"input size must be an integer >= 1 (pixels), got {input_size!r}; leave "
+                       f"it out to use each entry's own size")
 
 
 def _load() -> str:
@@ -95,8 +111,10 @@ def measure(entry: ZooEntry, *, batch_sizes: Sequence[int] = (1, 8), repeats: in
     """Speed records of one detector entry, one per batch size.
 
     ``repeats`` timed calls per batch size after one warm-up call; None picks 3..20 calls so that
-    each batch size takes about ``budget_s`` seconds. Raises ZooError when it cannot be built.
+    each batch size takes about ``budget_s`` seconds. Raises ZooError when it cannot be built, or
+    on repeats / batch sizes / ``input_size`` < 1.
     """
+    _check_args(batch_sizes, repeats, input_size)
     import tensorflow as tf
     machine = machine or machine_label()
     size = input_size or entry.input_size
@@ -136,14 +154,12 @@ def benchmark(names: Iterable[str] | None = None, *, batch_sizes: Sequence[int] 
 
     Returns one :class:`~od.zoo.SpeedRecord` per (entry, batch size): ms/image and images/s.
     ``input_size`` (pixels) overrides every entry's size (for smoke tests; records say the size).
-    Raises ZooError for an unknown name, a backbone-only entry, or repeats / batch sizes < 1;
+    Raises ZooError for an unknown name, a backbone-only entry, or repeats / batch sizes /
+    ``input_size`` < 1;
     a model that fails to run (e.g. out of memory) gives records with no figures and the reason
     in ``note``.
     """
-    if repeats is not None and repeats < 1:
-        raise ZooError(f"repeats must be >= 1 (timed calls per batch size), got {repeats}")
-    if not batch_sizes or any(b < 1 for b in batch_sizes):
-        raise ZooError(f"batch sizes must be >= 1 images, got {tuple(batch_sizes)}")
+    _check_args(batch_sizes, repeats, input_size)
     entries = [e for e in ZOO if e.is_detector] if names is None else [get(n) for n in names]
     for e in entries:
         if not e.is_detector:

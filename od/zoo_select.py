@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,12 @@ def cpu_label() -> str:
 def read_speeds(path: str | os.PathLike) -> list[SpeedRecord]:
     """Records from one speed JSON file (``{"machines": {label: {"date", "records": [...]}}}``).
 
-    Raises ZooError when the file is unreadable or malformed; a missing file gives [].
+    Every record is checked: ``name``/``machine``/``date``/``note`` text, ``batch`` and
+    ``input_size`` integers >= 1, ``repeats`` an integer >= 0, ``latency_ms``/``images_per_s``
+    None or a finite number >= 0.
+
+    Raises ZooError naming the file (and the record and field) when it is unreadable, not a
+    speed file, or a record is malformed; a missing file gives [].
     """
     path = Path(path)
     if not path.exists():
@@ -99,13 +105,36 @@ def read_speeds(path: str | os.PathLike) -> list[SpeedRecord]:
         doc = json.loads(path.read_text(encoding="utf-8"))
         out = []
         for machine, m in doc["machines"].items():
-            for r in m["records"]:
-                out.append(SpeedRecord(machine=machine, date=r.get("date", m.get("date", "")),
-                                       **{k: v for k, v in r.items() if k != "date"}))
+            for i, r in enumerate(m["records"]):
+                rec = SpeedRecord(machine=machine, date=r.get("date", m.get("date", "")),
+                                  **{k: v for k, v in r.items() if k != "date"})
+                bad = _bad_field(rec)
+                if bad:
+                    raise ValueError(f"record {i} of machine {machine!r}: {bad}")
+                out.append(rec)
         return out
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ZooError(f"speed file {path} is unreadable or malformed ({e}); delete it and run "
-                       f"`od zoo benchmark --out {path}` again") from e
+        raise ZooError(f"speed file {path} is unreadable or not a speed file written by `od zoo "
+                       f"benchmark` ({e}); pass the right file, or measure anew with `od zoo "
+                       f"benchmark --out NEW.json`") from e
+
+
+def _bad_field(r: SpeedRecord) -> str:
+    """What is wrong with record ``r`` ('' when nothing)."""
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+    for f in ("name", "machine", "date", "note"):
+        if not isinstance(getattr(r, f), str):
+            return f"{f} = {getattr(r, f)!r} is not text"
+    for f, low in (("batch", 1), ("input_size", 1), ("repeats", 0)):
+        if not is_int(getattr(r, f)) or getattr(r, f) < low:
+            return f"{f} = {getattr(r, f)!r} is not an integer >= {low}"
+    for f in ("latency_ms", "images_per_s"):
+        v = getattr(r, f)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not math.isfinite(v) or v < 0):
+            return f"{f} = {v!r} is not a finite number >= 0 (or null: not measured)"
+    return ""
 
 
 def load_speeds(paths: Iterable[str | os.PathLike] | None = None) -> list[SpeedRecord]:
@@ -164,8 +193,11 @@ def rank(table: Sequence[ZooEntry] = ZOO, *, max_latency_ms: float | None = None
     ``max_latency_ms`` (ms/image): those at or under it (and AP >= ``min_ap``), by AP descending,
     then latency, then name; with only ``min_ap`` (percent): those at or above it, by latency,
     then AP descending, then name; with neither: all, by AP. ``speeds`` defaults to
-    :func:`load_speeds`. Returns [] when nothing fits; raises ZooError on an unknown architecture.
+    :func:`load_speeds`. Returns [] when nothing fits; raises ZooError on an unknown architecture
+    or a ``batch`` that is not an integer >= 1.
     """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ZooError(f"batch must be an integer >= 1 (images per call), got {batch!r}")
     speeds = load_speeds() if speeds is None else list(speeds)
     by_name = _speed_index(speeds, batch)
     cands = [e for e in _detectors(table, architecture, coco_checkpoint_only)
@@ -196,8 +228,8 @@ def select(table: Sequence[ZooEntry] = ZOO, *, max_latency_ms: float | None = No
     figures); otherwise the result depends on the arguments only. :func:`rank` gives all the
     candidates in this order.
 
-    Raises ZooError when no bound is given, a bound is negative, the architecture is unknown, or
-    nothing fits (naming the closest candidates and their figures).
+    Raises ZooError when no bound is given, a bound is negative or NaN, ``batch`` < 1, the
+    architecture is unknown, or nothing fits (naming the closest candidates and their figures).
     """
     if max_latency_ms is None and min_ap is None:
         raise ZooError("give a bound: max_latency_ms (e.g. 40) and/or min_ap (e.g. 25)")
