@@ -6,23 +6,28 @@ below gets only its single best anchor force-matched, a weak target, so boxes fa
 anchors' sizes (or off their aspect ratios) are mostly never learned. **Coverage** is the share of
 training boxes, after the input resize, whose best IoU with any anchor reaches the threshold.
 
-- Anchors: ``official.vision.ops.anchor.Anchor`` (the generator training uses) for the config's
-  ``min_level``, ``max_level``, ``num_scales``, ``aspect_ratios``, ``anchor_size``, input size.
-- IoU: ``official.vision.ops.iou_similarity.IouSimilarity`` (the labeler's own).
+- Anchors: those of ``official.vision.ops.anchor.Anchor`` (the generator training uses) for the
+  config's ``min_level``, ``max_level``, ``num_scales``, ``aspect_ratios``, ``anchor_size``,
+  input size; IoU: ``official.vision.ops.iou_similarity.IouSimilarity``'s arithmetic (float32).
 - Boxes: normalised ``[ymin, xmin, ymax, xmax]`` placed in the input image as Model Garden's
   RetinaNet parser does at scale 1 (``preprocess_ops.resize_and_crop_image``: aspect-preserving
   resize to fit ``input_size``, rounded, padded bottom/right).
+- Best IoU per box, exactly, in O(boxes x anchor shapes): for one anchor shape the intersection
+  is largest at the grid centre nearest the box centre (per axis), so only that anchor counts
+  (``best_iou``; ``best_iou_tf`` runs Model Garden's ops on all anchors, and the tests check the
+  two agree). 200,000 boxes take well under a second; memory O(boxes).
+- Boxes of zero width or height are left out, as the parser drops them before matching.
 
-The fit (``model.anchor_fit: auto``) keeps the config when coverage reaches ``TARGET``; else it
-searches what costs no compute first: aspect ratios (1-D k-means on log(w/h), as Ultralytics'
-autoanchor clusters box shapes) and ``anchor_size``, then one more ``num_scales``, then, with
-``model.input_size: auto``, larger inputs up to ``train.max_input_size``.
+The fit (``model.anchor_fit: auto``, ``od.anchor_fit``; its names are also reachable here) keeps
+the config when coverage reaches ``TARGET``; else it searches what costs no compute first: aspect
+ratios (1-D k-means on log(w/h), as Ultralytics' autoanchor clusters box shapes) and
+``anchor_size``, then one more ``num_scales``, then, with ``model.input_size: auto``, larger
+inputs up to ``train.max_input_size``.
 """
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, replace  # noqa: F401 (replace: od.data.inspect uses it)
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +37,6 @@ from od.errors import ConfigError
 TARGET = 0.98          # coverage the fit aims at (Ultralytics' autoanchor uses 0.98 too)
 MIN_RECALL = 0.5       # below this the fit refuses to train (anchor_fit auto)
 AUTO_MIN_INPUT = 256   # px; input_size auto never goes below the measured recipe's size
-_SEARCH_BOXES = 400    # boxes sampled for the search (the final coverage uses all)
-_ANCHOR_SIZES = tuple(round(2 ** (k / 6), 3) for k in range(0, 19))  # 1.0 .. 8.0 strides
 
 
 class AnchorFitError(ConfigError):
@@ -61,11 +64,14 @@ class BoxSet:
         """From ``ImageAnnotation`` records. Raises AnchorFitError when there is no box."""
         rows = [(b.yxyx, (r.height, r.width), b.label, Path(r.image_path).name)
                 for r in records for b in r.boxes]
+        n_all = len(rows)  # zero width or height: the parser drops them before matching
+        rows = [row for row in rows if row[0][2] > row[0][0] and row[0][3] > row[0][1]]
         if not rows:
+            empty = f", {n_all} of zero width or height" if n_all else ""
             raise AnchorFitError(f"{where}: the training data has no boxes ({len(records)} "
-                                 "images), so there is nothing to detect or fit anchors to. "
-                                 "Convert annotations that contain boxes (od data inspect shows "
-                                 "the counts), or set model.anchor_fit=off.")
+                                 f"images{empty}), so there is nothing to detect or fit anchors "
+                                 "to, whatever model.anchor_fit says. Convert annotations "
+                                 "that contain boxes (od data inspect shows the counts).")
         b, hw, lab, nm = zip(*rows)
         return cls(np.asarray(b, np.float64), np.asarray(hw, np.int64), lab, nm)
 
@@ -76,9 +82,12 @@ class BoxSet:
         return cls.from_records(read_annotations(pattern).records, pattern)
 
     def sample(self, n: int, seed: int = 0) -> "BoxSet":
+        """``n`` boxes drawn at random (``self`` when it has at most ``n``); the same for the
+        same boxes in any order (drawn from the boxes sorted by geometry)."""
         if len(self.labels) <= n:
             return self
-        k = np.sort(np.random.default_rng(seed).choice(len(self.labels), n, replace=False))
+        order = np.lexsort(np.concatenate([self.boxes, self.image_hw], axis=1).T[::-1])
+        k = np.sort(order[np.random.default_rng(seed).choice(len(self.labels), n, replace=False)])
         return BoxSet(self.boxes[k], self.image_hw[k], tuple(self.labels[i] for i in k),
                       tuple(self.names[i] for i in k))
 
@@ -132,35 +141,50 @@ class Anchors:
                 f"model.aspect_ratios={','.join(f'{a:g}' for a in self.aspect_ratios)}")
 
 
-@functools.lru_cache(maxsize=1)
-def _max_iou_fn():
-    """One traced ``tf.function``: [A, 4] anchors, [B, 4] boxes → [B] best IoU."""
-    import tensorflow as tf
+def best_iou(boxes: BoxSet, anchors: Anchors) -> np.ndarray:
+    """float32 [N]: each box's best IoU with any anchor of ``anchors``.
+
+    Exactly Model Garden's ``Anchor`` grid (centres ``stride/2 + k*stride``, sides
+    ``anchor_size * 2**level * 2**(scale/num_scales)`` times ``sqrt(aspect)`` across and over
+    ``sqrt(aspect)`` down) and ``IouSimilarity`` arithmetic (float32), evaluated only at the
+    grid centre nearest each box centre per level: the overlap along an axis shrinks as the
+    centres part, so for one anchor shape that centre has the largest IoU."""
+    f32 = np.float32
+    size = anchors.input_size
+    px = boxes.pixels(size).astype(f32)
+    y0, x0, y1, x1 = (px[:, i:i + 1] for i in range(4))  # [N, 1]: against [N, shapes] below
+    area = (y1 - y0) * (x1 - x0)
+    cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
+    best = np.zeros(len(px), f32)
+    for level in range(anchors.min_level, anchors.max_level + 1):
+        feat = math.ceil(size / 2 ** level)
+        stride = f32(size / feat)
+        ay = stride / 2 + np.clip(np.floor(cy / stride), 0, feat - 1).astype(f32) * stride
+        ax = stride / 2 + np.clip(np.floor(cx / stride), 0, feat - 1).astype(f32) * stride
+        sides = [anchors.anchor_size * 2 ** level * 2 ** (scale / anchors.num_scales)
+                 for scale in range(anchors.num_scales)]
+        hx = np.array([s * a ** 0.5 / 2 for s in sides for a in anchors.aspect_ratios], f32)
+        hy = np.array([s * a ** -0.5 / 2 for s in sides for a in anchors.aspect_ratios], f32)
+        a0, a1, b0, b1 = ay - hy, ay + hy, ax - hx, ax + hx  # [N, shapes]
+        inter = (np.maximum(f32(0), np.minimum(y1, a1) - np.maximum(y0, a0))
+                 * np.maximum(f32(0), np.minimum(x1, b1) - np.maximum(x0, b0)))
+        union = area + (a1 - a0) * (b1 - b0) - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = np.where(inter == 0, f32(0), inter / union)
+        np.maximum(best, iou.max(axis=1), out=best)
+    return best
+
+
+def best_iou_tf(boxes: BoxSet, anchors: Anchors, chunk: int = 256) -> np.ndarray:
+    """``best_iou`` the slow way, with Model Garden's ops on every anchor (the reference the
+    tests check ``best_iou`` against)."""
     from official.vision.ops.iou_similarity import IouSimilarity
-
-    sim, spec = IouSimilarity(), tf.TensorSpec([None, 4], tf.float32)
-    return tf.function(lambda a, b: tf.reduce_max(sim(a, b), axis=0), input_signature=[spec, spec])
-
-
-def best_iou(boxes: BoxSet, anchors: Anchors, chunk: int = 512,
-             prune_below: float = 0.0) -> np.ndarray:
-    """float32 [N]: each box's best IoU with any anchor (Model Garden's IouSimilarity).
-
-    ``prune_below`` > 0 drops anchors whose area alone keeps their IoU with every box below it
-    (IoU <= smaller area / larger area): exact for counting IoU >= prune_below, faster."""
     import tensorflow as tf
 
-    a = anchors.boxes()
+    a, sim = anchors.boxes(), IouSimilarity()
     px = boxes.pixels(anchors.input_size).astype(np.float32)
-    if prune_below > 0 and len(px):
-        area = (px[:, 2] - px[:, 0]) * (px[:, 3] - px[:, 1])
-        aa = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-        keep = (aa >= prune_below * float(area.min())) & (aa <= float(area.max()) / prune_below)
-        a = tf.boolean_mask(a, keep)
-        if int(tf.shape(a)[0]) == 0:
-            return np.zeros((len(px),), np.float32)
-    fn = _max_iou_fn()
-    out = [fn(a, tf.constant(px[i:i + chunk])).numpy() for i in range(0, len(px), chunk)]
+    out = [tf.reduce_max(sim(a, tf.constant(px[i:i + chunk])), axis=0).numpy()
+           for i in range(0, len(px), chunk)]
     return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
@@ -219,183 +243,14 @@ def match_threshold(cfg) -> float:
     return float(rn.Parser().match_threshold)
 
 
-def kmeans_aspects(boxes: BoxSet, k: int, seed: int = 0) -> tuple:
-    """``k`` anchor aspect ratios (width/height) from k-means on the boxes' log aspect ratio
-    (scipy's ``kmeans``, as Ultralytics' autoanchor), rounded to 2 decimals, sorted."""
-    from scipy.cluster.vq import kmeans
-
-    hw = boxes.hw_pixels(1000)
-    good = (hw[:, 0] > 0) & (hw[:, 1] > 0)
-    logs = np.log(hw[good, 1] / hw[good, 0]).reshape(-1, 1)
-    if len(logs) == 0:
-        return (1.0,)
-    k = max(1, min(k, len(np.unique(np.round(logs, 2)))))
-    centres, _ = kmeans(logs, k, seed=seed)
-    return tuple(sorted({round(float(np.exp(c)), 2) for c in centres.ravel()}))
 
 
-@dataclass(frozen=True)
-class Fit:
-    """What the fit chose: the anchors, the coverage before/after, and if the target was met."""
-
-    before: Coverage
-    after: Coverage
-    reached: bool
-
-    def changed(self) -> dict:
-        b, a = self.before.anchors, self.after.anchors
-        return {k: (getattr(b, k), getattr(a, k)) for k in
-                ("input_size", "anchor_size", "num_scales", "aspect_ratios")
-                if getattr(b, k) != getattr(a, k)}
-
-    def message(self) -> str:
-        ch = self.changed()
-        if not ch:
-            return f"anchor fit kept the config: {self.after.line()}"
-        parts = ", ".join(f"{k} {o!r} → {n!r}" for k, (o, n) in ch.items())
-        return (f"anchor fit: {parts}; coverage {self.before.recall:.3f} → "
-                f"{self.after.recall:.3f}")
+_FIT_NAMES = ("kmeans_aspects", "Fit", "search", "fit", "suggestion", "apply",
+              "prepare_training")
 
 
-def _input_sizes(cfg, base: Anchors, auto_input: bool) -> list[int]:
-    if not auto_input:
-        return [base.input_size]
-    step = 2 ** base.max_level
-    top = cfg.train.max_input_size
-    lo = max(step, math.ceil(AUTO_MIN_INPUT / step) * step)
-    sizes = list(range(lo, top + 1, step))
-    return sizes or [max(step, top // step * step)]
-
-
-def search(boxes: BoxSet, cfg, *, fit_anchors: bool, auto_input: bool, threshold: float,
-           sizes: list | None = None, grid: tuple = _ANCHOR_SIZES) -> tuple[Anchors, float]:
-    """The anchors (and input size, from ``sizes`` or ``_input_sizes``) that reach ``TARGET``
-    coverage at the least cost, else the best found; returns (anchors, sample coverage)."""
-    base = Anchors.of(cfg.model)
-    sample = boxes.sample(_SEARCH_BOXES)
-    aspect_sets = [base.aspect_ratios]
-    if fit_anchors:
-        km = kmeans_aspects(boxes, max(3, len(base.aspect_ratios)))
-        if km != base.aspect_ratios:
-            aspect_sets.append(km)
-    best, best_cov = None, -1.0
-    for size in sizes or _input_sizes(cfg, base, auto_input):
-        here = replace(base, input_size=size)
-        cov = float((best_iou(sample, here, prune_below=threshold) >= threshold).mean())
-        if cov > best_cov:
-            best, best_cov = here, cov
-        if cov >= TARGET or not fit_anchors:
-            if cov >= TARGET:
-                return here, cov
-            continue
-        for ns in (base.num_scales, base.num_scales + 1):
-            found = []
-            for aspects in aspect_sets:
-                for a_size in sorted(set(grid) | {base.anchor_size}):
-                    cand = replace(here, num_scales=ns, aspect_ratios=aspects, anchor_size=a_size)
-                    c = float((best_iou(sample, cand, prune_below=threshold) >= threshold).mean())
-                    found.append((round(c, 3), aspects == base.aspect_ratios,
-                                  -abs(math.log(a_size / base.anchor_size)), cand))
-            c, *_, cand = max(found, key=lambda t: t[:3])
-            if c > best_cov:
-                best, best_cov = cand, c
-            if c >= TARGET:
-                return cand, c
-    return best, best_cov
-
-
-def _smallest(boxes: BoxSet, size: int, n: int = 3) -> str:
-    hw = boxes.hw_pixels(size)
-    order = np.argsort(np.sqrt(np.maximum(hw[:, 0] * hw[:, 1], 0)))[:n]
-    p10 = np.percentile(np.sqrt(np.maximum(hw[:, 0] * hw[:, 1], 0)), 10)
-    return (f"10% of the boxes are under {p10:.1f} px (sqrt area) at input {size} px; the "
-            "smallest: " + ", ".join(f"{boxes.labels[i]!r} in {boxes.names[i]} "
-                                     f"{hw[i, 1]:.1f}x{hw[i, 0]:.1f} px" for i in order))
-
-
-def fit(cfg, boxes: BoxSet) -> Fit:
-    """Fit the anchors of ``cfg`` (``model.anchor_fit``, ``model.input_size`` 0 = auto).
-
-    Returns:
-      Fit whose ``after.anchors`` are the chosen values (``before`` = the config as written;
-      with ``input_size`` auto, ``before`` is measured at the smallest auto size).
-    Raises:
-      AnchorFitError: with ``model.input_size: auto`` and ``anchor_fit: auto``, when no setting
-        within ``train.max_input_size`` reaches ``MIN_RECALL`` (naming the smallest boxes).
-    """
-    m = cfg.model
-    auto_input = m.input_size == 0
-    th = match_threshold(cfg)
-    base = Anchors.of(m)
-    if auto_input:
-        base = replace(base, input_size=_input_sizes(cfg, base, True)[0])
-    before = coverage(boxes, base, th)
-    if before.recall >= TARGET and not auto_input:
-        return Fit(before, before, True)
-    chosen, _ = search(boxes, cfg, fit_anchors=m.anchor_fit == "auto", auto_input=auto_input,
-                       threshold=th)
-    after = before if chosen == base else coverage(boxes, chosen, th)
-    if after.recall < MIN_RECALL and auto_input and m.anchor_fit == "auto":
-        raise AnchorFitError(
-            f"{cfg.data.train}: the anchors cannot match enough boxes: the best anchor coverage "
-            f"within train.max_input_size = {cfg.train.max_input_size} px is {after.recall:.2f} "
-            f"< {MIN_RECALL} ({after.line()}). {_smallest(boxes, chosen.input_size)}. Options: "
-            "raise train.max_input_size (e.g. to "
-            f"{2 * cfg.train.max_input_size}), lower model.min_level (finer anchors, slower), "
-            "or crop the photos into tiles before converting them.")
-    return Fit(before, after, after.recall >= TARGET)
-
-
-def suggestion(cfg, boxes: BoxSet, threshold: float) -> str:
-    """Concrete overrides that reach ``TARGET``: fitted anchors at the config's input size, else
-    at 2x or 4x that size (at most 2048 px); '' when none does."""
-    size = cfg.model.input_size or AUTO_MIN_INPUT
-    sizes = [s for s in (size, 2 * size, 4 * size) if s <= max(2048, size)]
-    cand, cov = search(boxes, cfg, fit_anchors=True, auto_input=True, threshold=threshold,
-                       sizes=sizes, grid=_ANCHOR_SIZES[::2])
-    if cov < TARGET:
-        return ""
-    extra = (f" train.max_input_size={cand.input_size}"
-             if cand.input_size > cfg.train.max_input_size else "")
-    return cand.overrides() + extra
-
-
-def apply(cfg, anchors: Anchors):
-    """``cfg`` with the model's input size and anchor fields set from ``anchors``."""
-    return replace(cfg, model=replace(cfg.model, input_size=anchors.input_size,
-                                      num_scales=anchors.num_scales,
-                                      aspect_ratios=tuple(anchors.aspect_ratios),
-                                      anchor_size=anchors.anchor_size))
-
-
-def prepare_training(cfg, model_dir, log=print):
-    """At the start of ``od train``: measure (and with ``anchor_fit: auto`` fit) the anchors on
-    ``cfg.data.train`` (a resolved shard glob), print one line, warn below ``TARGET`` with the
-    overrides that reach it. A run folder with a ``pipeline.yaml`` keeps its anchors (resume).
-
-    Returns:
-      ``cfg`` with concrete ``input_size`` and anchor fields (saved as ``RUN/pipeline.yaml``).
-    Raises:
-      AnchorFitError: no boxes; unreachable ``MIN_RECALL`` (see ``fit``).
-    """
-    from od import config as config_lib
-    from od.layout import PIPELINE_FILE
-
-    saved = Path(model_dir) / PIPELINE_FILE
-    boxes = BoxSet.from_tfrecords(cfg.data.train)
-    if saved.is_file() and (cfg.model.anchor_fit == "auto" or cfg.model.input_size == 0):
-        cfg = apply(cfg, Anchors.of(config_lib.load(saved).model))  # resume: the run's anchors
-        now = coverage(boxes, Anchors.of(cfg.model), match_threshold(cfg))
-        result = Fit(now, now, now.recall >= TARGET)
-    else:
-        result = fit(cfg, boxes)
-    cfg = apply(cfg, result.after.anchors)
-    log(result.message() if result.changed() else result.after.line())
-    if not result.reached:
-        hint = suggestion(cfg, boxes, result.after.threshold)
-        log(f"WARNING: anchor coverage {result.after.recall:.3f} < {TARGET}: about "
-            f"{1 - result.after.recall:.0%} of the training boxes match no anchor and will "
-            "hardly be learned. " + (f"Overrides that reach it: {hint}" if hint else
-                                     "No anchor setting up to 4x the input size reaches it; " +
-                                     _smallest(boxes, result.after.anchors.input_size)))
-    return cfg
+def __getattr__(name):  # the fit lives in od.anchor_fit; anchors.fit & co. keep working
+    if name in _FIT_NAMES:
+        from od import anchor_fit
+        return getattr(anchor_fit, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
