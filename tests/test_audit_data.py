@@ -271,3 +271,12 @@ def test_a_png_keeps_its_name_in_the_tfrecord_and_becomes_a_jpg_file_in_a_folder
     assert main(["data", "convert", *args, "--out", str(voc), "--to", "voc", "--workers", "1",
                  "--split", "1,0,0"]) == 0
     assert sorted(p.name for p in voc.rglob("*.jpg")) == ["a.jpg", "b.jpg"]
+
+
+def test_non_utf8_csv_after_a_bom_names_the_right_line_offset_and_bytes(tmp_path):
+    from od.data import csv as csv_lib
+    from od.errors import OdError
+
+    (tmp_path / "a.csv").write_bytes(b"\xef\xbb\xbf" + HEADER.encode() + b"ab\xe9.jpg,3\n")
+    with pytest.raises(OdError, match=r"a\.csv:2: .*b'\\xe9\.jp' at offset 53"):  # 3 + 48 + 2
+        csv_lib.read(tmp_path / "a.csv")

@@ -327,3 +327,12 @@ def test_killed_export_loses_nothing_and_reruns_clean(world, tmp_path, sig):
     assert (out / "saved_model" / "saved_model.pb").is_file()
     assert [x.name for x in tmp_path.iterdir() if ".tmp-" in x.name or ".old-" in x.name] == []
     assert logs(_tree(run)) == logs(before)
+
+
+def test_python_dash_m_od_is_the_od_command():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "od", "zoo", "list"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "retinanet_mobilenetv2_coco" in proc.stdout, proc.stderr

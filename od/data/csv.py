@@ -95,10 +95,12 @@ def read_text(path: Path, what: str = "CSV") -> str:
             return data.decode("utf-16")
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
+        seen = bytes(e.object)  # what the decoder saw: the data after a BOM it stripped
+        line = seen[:e.start].count(b"\n") + 1
+        offset = e.start + len(data) - len(seen)
         raise AnnotationError(
-            f"{path}:{line}: the {what} is not UTF-8 text (bytes {data[e.start:e.end + 3]!r} at "
-            f"offset {e.start}). Save it as UTF-8 (in Excel: 'CSV UTF-8'; or run "
+            f"{path}:{line}: the {what} is not UTF-8 text (bytes {seen[e.start:e.end + 3]!r} at "
+            f"offset {offset}). Save it as UTF-8 (in Excel: 'CSV UTF-8'; or run "
             f"iconv -f cp1252 -t utf-8 {path.name} > fixed{path.suffix}).") from None
 
 
