@@ -298,6 +298,8 @@ def _fetch_prefix(url: str, target: Path, sha256: str | None, progress: bool) ->
             except ZooError as e:
                 raise ZooError(f"{e} (is {url} a single-shard TF checkpoint prefix? if not, "
                                f"download its files yourself and pass the local prefix)") from e
+        if suffix == ".index":
+            _check_index(dest, url)
         digests[dest.name] = _sha256(dest)
     with atomic.atomic_path(target) as tmp:
         tmp.mkdir(parents=True)
@@ -307,6 +309,24 @@ def _fetch_prefix(url: str, target: Path, sha256: str | None, progress: bool) ->
         _write_marker(tmp, url, None, "", files=digests)
     shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+#: the last 8 bytes of a TensorFlow checkpoint's ``.index`` (a LevelDB-format table's footer)
+_INDEX_MAGIC = (0xdb4775248b80fb57).to_bytes(8, "little")
+
+
+def _check_index(path: Path, url: str) -> None:
+    """Refuse (and remove) a fetched ``.index`` that is not a TF checkpoint index: a server that
+    answers every path with an HTML page would otherwise make a cache entry of web pages."""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 8))
+        tail = f.read(8)
+    if tail != _INDEX_MAGIC:
+        head = path.read_bytes()[:40]
+        path.unlink()
+        raise ZooError(f"{url}.index is not a TensorFlow checkpoint index (it begins {head!r}); "
+                       f"is {url} a checkpoint prefix? Give the URL of the tarball or of the "
+                       f"prefix (the path without .index)")
 
 
 def _check_members(tar: tarfile.TarFile, archive: Path) -> None:

@@ -444,11 +444,16 @@ def test_folder_without_marker_is_not_a_cache_hit(server, tmp_path):
 
 
 def test_checkpoint_prefix_url(server, tmp_path):
-    server.files["/ckpt/ckpt-9.index"] = b"index"
+    server.files["/ckpt/ckpt-9.index"] = b"index" + dl._INDEX_MAGIC  # a table's footer magic
     server.files["/ckpt/ckpt-9.data-00000-of-00001"] = b"data"
     out = dl.download(server.url + "/ckpt/ckpt-9", cache_dir=tmp_path, progress=False)
     assert prefix_in(out) == str(out / "ckpt-9")
     assert (out / "ckpt-9.data-00000-of-00001").read_bytes() == b"data"
+    server.files["/web/page-1.index"] = b"<html>not found</html>"  # 200 for every path
+    server.files["/web/page-1.data-00000-of-00001"] = b"<html>not found</html>"
+    with pytest.raises(ZooError, match="not a TensorFlow checkpoint index .*<html>"):
+        dl.download(server.url + "/web/page-1", cache_dir=tmp_path, progress=False)
+    assert not (tmp_path / "page-1").exists()
     with pytest.raises(ZooError, match="single-shard"):
         dl.download(server.url + "/ckpt/other-1", cache_dir=tmp_path, progress=False)
 
