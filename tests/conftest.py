@@ -52,3 +52,16 @@ def export_dir(tiny_run):
     out = root / "export_zero"
     export.export(run, out, formats=("saved_model", "tflite_int8"), calibration_images=8)
     return out
+
+
+def start_http_server(handler) -> tuple:
+    """A ThreadingHTTPServer on 127.0.0.1 (a free port) serving ``handler`` in a daemon thread:
+    (server, base URL). The zoo and download tests' stand-in for the internet."""
+    import http.server
+    import threading
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02},
+                     daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+

@@ -20,7 +20,7 @@ from od import download as dl
 from od import label_map, odapi, zoo_bench, zoo_select
 from od.cli import main
 from od.errors import ConfigError, LabelMapError, ZooError
-from tests.conftest import SHARED, needs_shared
+from conftest import SHARED, needs_shared, start_http_server
 
 
 # ---- a tiny server and tarballs ----------------------------------------------------------------
@@ -58,10 +58,7 @@ class _Server:
                     srv.gate.wait(10)
                 self.wfile.write(data[start:])
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                         daemon=True).start()
+        self.httpd, self.url = start_http_server(Handler)
 
 
 @pytest.fixture

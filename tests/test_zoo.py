@@ -11,7 +11,6 @@ import os
 import re
 import socket
 import tarfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from od.checkpoints import prefix_in
 from od import zoo, zoo_select
 from od.errors import CheckpointError, OdError, ZooError
 from od.zoo_select import SpeedRecord
+from conftest import start_http_server
 
 # ---- selection on a table written here ---------------------------------------------------------
 BASE = zoo.ZOO[0]
@@ -311,10 +311,7 @@ class _Server:
                 self.wfile.write(body)
                 srv.sent += len(body)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                         daemon=True).start()
+        self.httpd, self.url = start_http_server(Handler)
 
 
 @pytest.fixture
