@@ -3,7 +3,8 @@
 A source is a zoo name (``retinanet_mobilenetv2_coco``), an ``http(s)://``, ``gs://`` or
 ``file://`` URL of a tarball, a local tarball (``.tar.gz``, ``.tgz``, ``.tar``, ...), a folder
 (searched for the checkpoint its ``checkpoint`` state file names, else its single ``*.index``),
-or a prefix (``PATH/ckpt-7``, the path without ``.index``). Downloads and archives go through
+or a prefix (``PATH/ckpt-7``, the path without ``.index``; one of its files, ``PATH/ckpt-7.index``,
+stands for it). Downloads and archives go through
 :mod:`od.download` (cached, checksummed, resumable); this module decides what a source is and
 finds the prefix. Used by ``train.fine_tune_checkpoint``, ``model=<zoo name>`` and
 ``od zoo download``.
@@ -43,6 +44,10 @@ def resolve(source: str | os.PathLike, *, what: str = "train.fine_tune_checkpoin
     path = Path(src).expanduser()
     if path.is_dir():
         return prefix_in(path)
+    # one of the checkpoint's files (PREFIX.index, PREFIX.data-00000-of-00001): its prefix
+    m = re.fullmatch(r"(.+)\.(index|data-\d{5}-of-\d{5})", str(path))
+    if m and path.is_file() and Path(f"{m.group(1)}.index").is_file():
+        return m.group(1)
     if not Path(f"{path}.index").exists():
         raise CheckpointError(f"{what}: {src!r} is neither a checkpoint folder nor a checkpoint "
                               "prefix (PREFIX.index), a zoo name, a URL or a tarball. Give the "

@@ -24,6 +24,7 @@ import yaml
 
 from od import atomic
 from od.config_check import check  # noqa: F401  (od.config.check: the public name)
+from od.config_yaml import read_yaml as _read_yaml  # (also used by od.odapi)
 from od.errors import ConfigError
 
 
@@ -205,18 +206,38 @@ def _coerce(key: str, value, default, where: str):
         if isinstance(default, tuple):
             if isinstance(value, str):
                 value = [v for v in value.strip("[]() ").split(",") if v.strip()]
-            elem = type(default[0]) if default else float
-            return tuple(elem(v) for v in value)
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
+            if not isinstance(value, (list, tuple)):
                 raise ValueError
-            return int(float(value)) if isinstance(value, str) else int(value)
-        if isinstance(default, float):
-            return float(value)
+            elem = type(default[0]) if default else float
+            return tuple(_number(v, elem) if elem in (int, float) else elem(v) for v in value)
+        if isinstance(default, (int, float)):
+            return _number(value, type(default))
+        if isinstance(value, (dict, list, tuple, set)):  # a YAML list/mapping for a text key
+            raise ValueError
         return "" if value is None else str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{where}: {key} = {value!r} is not a valid {kind.__name__} "
                           f"(default {default!r}).") from None
+
+
+def _number(value, kind):
+    """``value`` (a YAML number or an override's text) as ``kind`` (int or float). A bool, a
+    fraction for an int (``8.5``: never rounded) or an int out of float range is a ValueError /
+    OverflowError; NaN and infinities pass as floats (od.config_check refuses them by key)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError
+    if isinstance(value, str):
+        try:
+            return kind(int(value.strip()))
+        except ValueError:
+            number = float(value)
+    else:
+        number = value
+    if kind is float:
+        return float(number)
+    if isinstance(number, float) and not number.is_integer():
+        raise ValueError  # also NaN and infinities
+    return int(number)
 
 
 def _passes(cfg: PipelineConfig) -> bool:
@@ -269,17 +290,6 @@ def parse_override(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read pipeline config {path}: {e.strerror}.") from None
-    try:
-        return yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e}).") from None
-
-
 def load(path: str | os.PathLike | None = None, extra=(), overrides=()) -> PipelineConfig:
     """Load a pipeline config with its layers applied, in order.
 
@@ -291,7 +301,9 @@ def load(path: str | os.PathLike | None = None, extra=(), overrides=()) -> Pipel
       overrides: ``'section.key=value'`` strings, applied last; ``'model=<zoo name>'`` takes the
         zoo entry's architecture (its ``config``) and checkpoint.
     Raises:
-      ConfigError: unreadable/invalid YAML, unknown keys, wrong types, impossible values.
+      ConfigError: unreadable, non-UTF-8, empty or invalid YAML (a key given twice, tabs), unknown
+        keys, wrong types (a fraction, bool or out-of-range number for an int; a list or mapping
+        for a text key), impossible values.
     """
     from od import odapi
 

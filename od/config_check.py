@@ -51,6 +51,8 @@ RANGES = {
     "train.clipnorm": (0, None, True, True),
     "train.l2_weight_decay": (0, None, True, True),
     "train.max_checkpoints": (1, None, True, True),
+    "train.eval_every": (0, None, True, True),
+    "train.seed": (0, 2 ** 32 - 1, True, True),  # NumPy's seed range (0 = no seed)
     "train.lr_decay_steps": (0, None, True, True),
     "train.lr_decay_rate": (0, None, False, True),
     "train.lr_boundaries": (1, None, True, True),
@@ -65,9 +67,11 @@ RANGES = {
 
 
 def _describe(low, high, low_in, high_in) -> str:
+    def text(v):
+        return str(v) if isinstance(v, int) else f"{v:g}"
     if high is None:
-        return f"{'>=' if low_in else '>'} {low:g}"
-    return f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+        return f"{'>=' if low_in else '>'} {text(low)}"
+    return f"in {'[' if low_in else '('}{text(low)}, {text(high)}{']' if high_in else ')'}"
 
 
 def _values(cfg):
@@ -158,6 +162,9 @@ def check_training(cfg, where: str):
     if t.lr_schedule == "stepwise" and len(t.lr_values) != len(t.lr_boundaries) + 1:
         raise ConfigError(f"{where}: train.lr_schedule = stepwise needs one more train.lr_values "
                           f"({len(t.lr_values)}) than train.lr_boundaries ({len(t.lr_boundaries)}).")
+    if any(float(b) != int(b) for b in t.lr_boundaries):  # steps: never rounded silently
+        raise ConfigError(f"{where}: train.lr_boundaries = {list(t.lr_boundaries)} are steps; "
+                          "give whole numbers, e.g. 300,450.")
     if list(t.lr_boundaries) != sorted(set(t.lr_boundaries)):
         raise ConfigError(f"{where}: train.lr_boundaries = {list(t.lr_boundaries)} must be "
                           "strictly increasing steps, e.g. 300,450.")

@@ -33,15 +33,22 @@ def data_folder(cfg: PipelineConfig) -> str:
     return os.path.dirname(cfg.data.train) if cfg.data.train else ""
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (a run's pipeline.yaml is read from any working folder); ''
+    and URLs (``gs://...``) are returned unchanged."""
+    return os.path.abspath(os.path.expanduser(path)) if path and "://" not in path else path
+
+
 def resolve(cfg: PipelineConfig):
     """Fill what comes from the dataset and check it exists.
 
     Returns:
       (cfg, label_map): ``data.label_map`` and ``model.num_classes`` (label map max id + 1) set,
-      ``data.train``/``data.val`` as shard globs.
+      ``data.train``/``data.val`` as shard globs; local paths absolute.
     Raises:
-      ConfigError: no training data, no shards matching, no label map, or a num_classes that
-        disagrees with the label map.
+      ConfigError: no training data, no shards matching data.train (or a data.val given), no
+        label map, a num_classes that disagrees with the label map, or a backbone_id or
+        activation Model Garden cannot build.
     """
     from od import label_map as label_map_lib
 
@@ -55,6 +62,9 @@ def resolve(cfg: PipelineConfig):
                           "first, or fix the path.")
     val = shard_pattern(cfg.data.val or folder, "val") if (cfg.data.val or folder) else ""
     if val and not glob.glob(val):
+        if cfg.data.val:  # given, not the data folder's optional val split: a wrong path
+            raise ConfigError(f"data.val: no TFRecord shards match {val!r}. Fix the path, or "
+                              "leave data.val empty (the data folder's val split, if any).")
         val = ""
     lm_path = cfg.data.label_map or str(label_map_path(folder))
     if not os.path.isfile(lm_path):
@@ -65,14 +75,43 @@ def resolve(cfg: PipelineConfig):
         raise ConfigError(f"model.num_classes = {cfg.model.num_classes} but the label map "
                           f"{lm_path} has ids up to {lm.max_id}, which needs {needed} (ids + "
                           "background). Remove model.num_classes; it comes from the label map.")
-    cfg = replace(cfg, data=replace(cfg.data, train=train, val=val, label_map=lm_path),
+    check_architecture(cfg.model)
+    cfg = replace(cfg, data=replace(cfg.data, train=absolute(train), val=absolute(val),
+                                    label_map=absolute(lm_path)),
                   model=replace(cfg.model, num_classes=needed))
     return cfg, lm
 
 
+def check_architecture(m: ModelConfig) -> None:
+    """Raise ConfigError when Model Garden cannot build ``model.backbone_id`` for
+    ``model.backbone`` or ``model.activation`` (its own lists of ids; checked before anything
+    is built or written, as Model Garden would fail deep inside with a bare ValueError)."""
+    import difflib
+
+    from official.modeling import tf_utils
+    from official.vision.modeling.backbones import mobilenet, resnet, spinenet, spinenet_mobile
+
+    ids = {"mobilenet": mobilenet.SUPPORTED_SPECS_MAP, "resnet": resnet.RESNET_SPECS,
+           "spinenet": spinenet.SCALING_MAP, "spinenet_mobile": spinenet_mobile.SCALING_MAP}
+    valid = [str(k) for k in ids.get(m.backbone, ())]
+    if valid and str(m.backbone_id) not in valid:
+        near = difflib.get_close_matches(str(m.backbone_id), valid, n=1)
+        raise ConfigError(f"model.backbone_id = {m.backbone_id!r} is not a {m.backbone} of "
+                          f"Model Garden{f' (did you mean {near[0]!r}?)' if near else ''}; "
+                          f"choose one of {', '.join(valid)}.")
+    try:
+        tf_utils.get_activation(m.activation)
+    except (ValueError, TypeError):
+        raise ConfigError(f"model.activation = {m.activation!r} is not an activation Model "
+                          "Garden knows; use e.g. relu, relu6, swish or hard_swish.") from None
+
+
 def backbone_config(m: ModelConfig):
-    """Model Garden's ``backbones.Backbone`` config for ``model.backbone``/``backbone_id``."""
+    """Model Garden's ``backbones.Backbone`` config for ``model.backbone``/``backbone_id``.
+    Raises ConfigError for an id Model Garden does not have (:func:`check_architecture`)."""
     from official.vision.configs import backbones
+
+    check_architecture(m)
 
     if m.backbone == "mobilenet":
         return backbones.Backbone(type="mobilenet", mobilenet=backbones.MobileNet(

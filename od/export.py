@@ -122,6 +122,20 @@ def run_frozen_graph(path: str | os.PathLike, image: np.ndarray) -> dict:
     return dict(zip(_OUTPUTS, values))
 
 
+def _data_inputs(model_dir) -> list:
+    """The data the run's pipeline.yaml names (shard globs, label map), which the export check
+    and the tflite_int8 calibration read, so ``out`` may not be, hold or lie inside it; [] when
+    pipeline.yaml cannot be read (``load_run`` then says why)."""
+    from od import config as config_lib
+    from od.errors import OdError
+
+    try:
+        d = config_lib.load(Path(model_dir) / layout.PIPELINE_FILE).data
+    except (OdError, OSError):
+        return []
+    return [d.train or None, d.val or None, d.label_map or None]
+
+
 def export(model_dir: str | os.PathLike, out: str | os.PathLike,
            formats=("saved_model",), calibration_images: int = tflite.CALIBRATION_IMAGES,
            checkpoint: str | None = None, overwrite: bool = False) -> dict:
@@ -131,7 +145,8 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
       model_dir: run folder of ``od train``.
       out: export folder (replaced atomically).
       formats: any of ``FORMATS``; ``saved_model`` is always written.
-      calibration_images: at most this many training/val images calibrate ``tflite_int8``.
+      calibration_images: at most this many training/val images calibrate ``tflite_int8``
+        (>= 1; ExportError otherwise).
       overwrite: write into an existing folder that is not a previous export (only the files
         export writes are replaced; od.outputs).
       checkpoint: best, latest or a checkpoint path; None = ``RUN/best/`` when it exists, else
@@ -144,10 +159,12 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
       ConfigError / CheckpointError: not a trained run; ExportError: unknown format, a failed
       TFLite conversion, or an exported format disagrees with the checkpoint by more than 1e-3
       (TFLite: more than ``od.tflite.TOLERANCES``). OutputError: ``out`` is, holds or lies
-      inside the run folder, or is not writable (od.outputs.prepare_out).
+      inside the run folder or the data its pipeline.yaml names, or is not writable
+      (od.outputs.prepare_out).
     """
     from od import outputs
-    outputs.prepare_out(out, inputs=[model_dir], command="export", overwrite=overwrite)
+    outputs.prepare_out(out, inputs=[model_dir, *_data_inputs(model_dir)], command="export",
+                        overwrite=overwrite)
     import tensorflow as tf
 
     from od.layout import run_checkpoint
@@ -156,6 +173,11 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ExportError(f"unknown export format(s) {bad}; choose from {', '.join(FORMATS)}.")
+    if "tflite_int8" in formats and (isinstance(calibration_images, bool) or not isinstance(
+            calibration_images, int) or calibration_images < 1):
+        raise ExportError(f"--calibration-images {calibration_images!r}: tflite_int8 is "
+                          "calibrated on at least 1 training image (default "
+                          f"{tflite.CALIBRATION_IMAGES}); give a whole number >= 1.")
     cfg, _ = load_run(model_dir)
     from od import fasterrcnn
     fasterrcnn.refuse_tflite(cfg, formats)

@@ -16,8 +16,11 @@ its Trainer, orbit Controller and CheckpointManager). `od` adds:
 - Ctrl-C / SIGTERM: a checkpoint at the current step, then :class:`Interrupted` (exit 130/143);
 - more ``train.steps`` on resume continue the learning rate without a second warm-up, and a
   killed save's ``ckpt-N_temp/`` is removed (od.train_resume);
-- the training shards are read once before training (framing and CRC), so a corrupt shard is an
-  error naming it; ``train.epochs`` gives ``train.steps`` from the number of training images;
+- the training shards are read once before training (framing and CRC, class ids and names
+  against the label map), so a corrupt shard or a label map edited since ``od data convert`` is
+  an error naming it; ``train.epochs`` gives ``train.steps`` from the number of training images;
+  these checks, and those of a resumed run (same model, optimizer and label map, ``train.steps``
+  not below the step reached, readable checkpoints), are in od.train_checks;
 - ``tf.distribute`` strategies from ``runtime.strategy`` (one device, mirrored GPUs, multi-worker
   mirrored via ``TF_CONFIG`` where only the chief writes the run folder, TPU).
 
@@ -26,7 +29,6 @@ checkpoint only after all its files are complete, so an interrupted save never b
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -40,12 +42,12 @@ from od.experiment import resolve, to_experiment
 from od import label_map as label_map_lib
 from od import train_actions as actions_lib
 from od import train_resume
-from od.errors import AnnotationError, CheckpointError, ConfigError, OdError
+from od.errors import CheckpointError, ConfigError, OdError
 from od import model as model_lib
 from od.layout import LABEL_MAP_FILE, PIPELINE_FILE
-
-
-LOG_FILE = "train.log"  # the CLI's log of the run (od.logs), in RUN
+from od import train_checks
+from od.train_checks import LOG_FILE  # noqa: F401  (od.train.LOG_FILE, used by the CLI)
+from od.train_checks import check_model_dir, check_runtime, check_shards, is_chief
 
 
 @dataclass(frozen=True)
@@ -86,114 +88,6 @@ def make_strategy(runtime: config_lib.RuntimeConfig):
         return tf.distribute.OneDeviceStrategy("/gpu:0" if num_gpus else "/cpu:0")
     return distribute_utils.get_distribution_strategy(
         distribution_strategy=name, num_gpus=num_gpus, tpu_address=runtime.tpu or None)
-
-
-#: Model fields that only change post-processing, not the weights: free to change on resume.
-_POST_PROCESSING = {"name", "max_detections", "nms_iou_threshold", "score_threshold",
-                    "nms_version"}
-
-
-def _check_resume(cfg: config_lib.PipelineConfig, model_dir: Path):
-    """The config of the run already in ``model_dir`` (None if there is none), after checking
-    that its model is the same."""
-    saved = model_dir / PIPELINE_FILE
-    if not saved.is_file():
-        return None
-    old = config_lib.load(saved)
-    diff = [f"model.{k}: {getattr(old.model, k)!r} → {getattr(cfg.model, k)!r}"
-            for k in config_lib.to_dict(cfg)["model"]
-            if k not in _POST_PROCESSING and getattr(old.model, k) != getattr(cfg.model, k)]
-    if diff:
-        raise ConfigError(f"{model_dir} holds a run of a different model ({'; '.join(diff)}). "
-                          "Use a new --model-dir, or the same model settings to resume.")
-    # the optimizer's state in the checkpoint (momentum, moving averages) fits only its own kind
-    if old.train.optimizer != cfg.train.optimizer or bool(old.train.ema_decay) != bool(
-            cfg.train.ema_decay):
-        raise ConfigError(
-            f"{model_dir} was trained with train.optimizer={old.train.optimizer} "
-            f"train.ema_decay={old.train.ema_decay}; resuming with train.optimizer="
-            f"{cfg.train.optimizer} train.ema_decay={cfg.train.ema_decay} would drop or restart "
-            "the optimizer's state (momentum, moving averages). Resume with the run's values, or "
-            f"start a new --model-dir with train.fine_tune_checkpoint={model_dir} "
-            "train.fine_tune_checkpoint_type=full.")
-    return old
-
-
-def check_model_dir(model_dir: Path, cfg: config_lib.PipelineConfig, writes: bool = True
-                    ) -> None:
-    """``model_dir`` is new, empty, or a run of ``od train`` (resumed); never the training data,
-    a folder holding it, or a user's folder (od would write pipeline.yaml, label_map.pbtxt and
-    checkpoints among the user's files). ``writes=False`` (a multi-worker cluster's non-chief,
-    which never writes there while the chief may be filling it): the data checks only.
-
-    Raises:
-      OutputError: naming the folder, what is wrong and the fix.
-    """
-    from od import odapi as odapi_lib, outputs
-
-    d = cfg.data
-    outputs.prepare_out(model_dir, inputs=[d.train, d.val or None, d.label_map or None],
-                        command="train", overwrite=True, what="--model-dir")
-    # the CLI's RUN/train.log and OD API mapping table may come first (e.g. a failed attempt)
-    ours = {LOG_FILE, odapi_lib.TABLE_FILE, Path(odapi_lib.TABLE_FILE).with_suffix(".json").name}
-    theirs = writes and model_dir.is_dir() and any(p.name not in ours for p in model_dir.iterdir())
-    if theirs and not config_lib.written_by_od(model_dir / PIPELINE_FILE):
-        raise outputs.OutputError(
-            f"--model-dir {model_dir} exists, is not empty and is not a run of `od train` (it "
-            f"has no {PIPELINE_FILE} written by od); training would write checkpoints, "
-            f"{PIPELINE_FILE} and {LABEL_MAP_FILE} among its files. Give a new or empty folder, "
-            "or an od run folder to resume it.")
-
-
-def is_chief(runtime: config_lib.RuntimeConfig) -> bool:
-    """Whether this process writes the run folder: always, except in a multi-worker cluster
-    (``TF_CONFIG``), where only the chief does (task ``chief``, else ``worker`` 0)."""
-    if not runtime.strategy.startswith("multi_worker"):
-        return True
-    spec = json.loads(os.environ["TF_CONFIG"])
-    task = spec.get("task", {})
-    if "chief" in spec.get("cluster", {}):
-        return task.get("type") == "chief"
-    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
-
-
-def check_runtime(cfg: config_lib.PipelineConfig) -> None:
-    """Raise ConfigError for a strategy this environment cannot run (before any training)."""
-    if cfg.runtime.strategy.startswith("multi_worker"):
-        tf_config = os.environ.get("TF_CONFIG", "")
-        try:
-            spec = json.loads(tf_config) if tf_config else None
-        except json.JSONDecodeError:
-            spec = {}
-        if spec is None:
-            raise ConfigError(f"runtime.strategy={cfg.runtime.strategy} needs the TF_CONFIG "
-                              "environment variable (the cluster and this worker's task), e.g. "
-                              'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", '
-                              '"host2:12345"]}, "task": {"type": "worker", "index": 0}}\' on '
-                              "each machine (README: multi-worker); or use runtime.strategy=auto.")
-        if not isinstance(spec, dict) or "cluster" not in spec or "task" not in spec:
-            raise ConfigError(f"TF_CONFIG={tf_config[:200]!r} is not JSON with 'cluster' and "
-                              "'task' keys; see README: multi-worker.")
-
-
-def check_shards(cfg: config_lib.PipelineConfig) -> int:
-    """Read every training and validation shard once, checking its framing and checksums, so a
-    corrupt shard is an AnnotationError naming it before training starts (TensorFlow would fail
-    much later with a DataLossError that does not name the file). Returns the number of
-    training examples."""
-    import glob
-
-    from od.data import tfrecord_io
-
-    count = 0
-    for pattern, is_train in ((cfg.data.train, True), (cfg.data.val, False)):
-        for path in sorted(glob.glob(pattern)) if pattern else []:
-            try:
-                n = sum(1 for _ in tfrecord_io.iter_records(path))
-            except AnnotationError as e:
-                raise AnnotationError(f"training data: {e}") from None
-            count += n if is_train else 0
-    return count
 
 
 def steps_from_epochs(cfg: config_lib.PipelineConfig, images: int, log=print):
@@ -290,13 +184,16 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
     Raises:
       Interrupted: SIGINT/SIGTERM stopped the run after saving a checkpoint at that step
         (``exit_code`` 130/143).
-      ConfigError: invalid config, missing data/label map, a run folder of another model.
+      ConfigError: invalid config, missing data/label map, a run folder of another model or
+        optimizer, or a resume with ``train.steps`` below the step reached.
       OutputError: ``model_dir`` is or holds the training data, or is a non-empty folder that is
         not a run of ``od train``.
       CheckpointError: the fine-tune checkpoint is missing, lacks the parts
-        ``fine_tune_checkpoint_type`` restores, or does not fit the model.
+        ``fine_tune_checkpoint_type`` restores, or does not fit the model; the run's newest
+        checkpoint cannot be read, or its checkpoints have no ``checkpoint`` state file.
       LabelMapError: ``fine_tune_checkpoint_type=full`` with a checkpoint whose class head was
-        trained for another label map.
+        trained for another label map; a shard's class id or name not in the label map; a
+        resume with a label map naming other classes than the run's.
     """
     import tensorflow as tf
     from official.core import task_factory, train_lib
@@ -316,15 +213,16 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
     # before any TensorFlow op (the anchor check runs some): MultiWorkerMirroredStrategy's
     # collective ops must be configured at program start-up
     strategy = make_strategy(cfg.runtime)
-    images = check_shards(cfg)
+    images = check_shards(cfg, lm)
     cfg = steps_from_epochs(cfg, images, log)
     from od import anchors  # anchor coverage printed, anchors fitted (model.anchor_fit)
     cfg = anchors.prepare_training(cfg, model_dir, log=log)
     given = cfg.train.fine_tune_checkpoint
     ckpt = checkpoints.resolve("" if given.lower() == "none" else given)
     cfg = replace(cfg, train=replace(cfg.train, fine_tune_checkpoint=ckpt or "none"))
-    old_cfg = _check_resume(cfg, model_dir)
     latest = tf.train.latest_checkpoint(str(model_dir)) if model_dir.is_dir() else None
+    train_checks.check_checkpoints(model_dir, latest)
+    old_cfg = train_checks.check_resume(cfg, lm, model_dir, latest, log)
     if ckpt and not latest:
         _check_init_checkpoint(ckpt, cfg, lm)
     if not given and not latest:
