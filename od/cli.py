@@ -131,8 +131,8 @@ def _layers(paths):
 
 
 def _train(a) -> None:
-    from od import logs, odapi
-    from od.train import LOG_FILE, Interrupted, check_model_dir, fine_tune
+    from od import odapi
+    from od.train import Interrupted, check_model_dir, fine_tune
     base, extra = _layers(a.config)
     overrides = a.overrides
     if base and odapi.is_pipeline_config(base):  # an OD API pipeline.config, by content
@@ -142,10 +142,9 @@ def _train(a) -> None:
         os.makedirs(a.model_dir, exist_ok=True)
         print(f"mapping table saved as {imported.save_table(a.model_dir)}")
         base, extra, overrides = imported.cfg, (), ()
-    try:
-        with logs.routed(os.path.join(a.model_dir, LOG_FILE), a.verbose):
-            r = fine_tune(base, a.model_dir, extra=extra, overrides=overrides,
-                          progress=not a.no_progress)
+    try:  # library logging goes to RUN/train.log (fine_tune routes it)
+        r = fine_tune(base, a.model_dir, extra=extra, overrides=overrides,
+                      progress=not a.no_progress, verbose=a.verbose)
     except Interrupted as e:  # Ctrl-C / SIGTERM: checkpoint saved, exit 130 / 143
         print(f"od: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
@@ -202,12 +201,10 @@ def _evaluate(a) -> None:
 
 
 def _export(a) -> None:
-    from od import logs
     from od.export import export
-    with logs.routed(os.path.join(a.model_dir, "export.log"), a.verbose):
-        r = export(a.model_dir, a.out, formats=tuple(a.formats or ("saved_model",)),
-                   calibration_images=a.calibration_images, checkpoint=a.checkpoint,
-                   overwrite=a.overwrite)
+    r = export(a.model_dir, a.out, formats=tuple(a.formats or ("saved_model",)),
+               calibration_images=a.calibration_images, checkpoint=a.checkpoint,
+               overwrite=a.overwrite, verbose=a.verbose)  # library logs: RUN/export.log
     for c in r["checks"]:
         box = (f"max box diff {c['max_box_diff']:.2g}" if "max_box_diff" in c else
                f"min matched IoU {c['min_matched_iou']:.3f}")

@@ -138,8 +138,10 @@ def _data_inputs(model_dir) -> list:
 
 def export(model_dir: str | os.PathLike, out: str | os.PathLike,
            formats=("saved_model",), calibration_images: int = tflite.CALIBRATION_IMAGES,
-           checkpoint: str | None = None, overwrite: bool = False) -> dict:
-    """Export a checkpoint of ``model_dir`` to ``out`` (see module doc) and check it.
+           checkpoint: str | None = None, overwrite: bool = False,
+           verbose: bool = False) -> dict:
+    """Export a checkpoint of ``model_dir`` to ``out`` (see module doc) and check it. Library
+    logging (TensorFlow, the TFLite converter) goes to ``RUN/export.log`` unless ``verbose``.
 
     Args:
       model_dir: run folder of ``od train``.
@@ -162,9 +164,15 @@ def export(model_dir: str | os.PathLike, out: str | os.PathLike,
       inside the run folder or the data its pipeline.yaml names, or is not writable
       (od.outputs.prepare_out).
     """
-    from od import outputs
+    from od import logs, outputs
     outputs.prepare_out(out, inputs=[model_dir, *_data_inputs(model_dir)], command="export",
                         overwrite=overwrite)
+    log_file = Path(model_dir) / "export.log" if layout.is_run(Path(model_dir)) else None
+    with logs.routed(log_file, verbose):  # never a log file in a folder that is not a run
+        return _export(model_dir, out, formats, calibration_images, checkpoint)
+
+
+def _export(model_dir, out, formats, calibration_images: int, checkpoint) -> dict:
     import tensorflow as tf
 
     from od.layout import run_checkpoint

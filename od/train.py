@@ -168,8 +168,12 @@ def _typed_restore(initialize, ckpt: str, cfg: config_lib.PipelineConfig):
 
 
 def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), overrides=(),
-              progress: bool = True, log=print) -> TrainResult:
+              progress: bool = True, log=print, verbose: bool = False) -> TrainResult:
     """Fine-tune a detector; resume if ``model_dir`` already has checkpoints.
+
+    Library logging (Model Garden's per-loop dicts, absl, TensorFlow and tf_keras warnings) goes
+    to ``RUN/train.log`` (od.logs.routed), not to the console or a notebook's cell, unless
+    ``verbose``; progress and ``log``'s notes are shown either way.
 
     Args:
       config: a pipeline YAML path, a PipelineConfig, or None for the defaults.
@@ -178,6 +182,7 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
       extra: more YAML files layered on ``config``; overrides: ``section.key=value`` strings.
       progress: show the tqdm progress bar.
       log: prints one-line notes (from-scratch training, an extended schedule, an early stop).
+      verbose: show the library logging as well (it is in ``RUN/train.log`` either way).
     Returns:
       TrainResult with the final global step, wall seconds, last losses, evaluations and the
       reason of an early stop (``stopped``, '' when it ran to ``train.steps``).
@@ -195,12 +200,7 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
         trained for another label map; a shard's class id or name not in the label map; a
         resume with a label map naming other classes than the run's.
     """
-    import tensorflow as tf
-    from official.core import task_factory, train_lib
-    from official.core import train_utils
-    from official.modeling import performance
-
-    import official.vision.registry_imports  # noqa: F401  (Model Garden registers its tasks)
+    from od import logs
 
     model_dir = Path(model_dir)
     if isinstance(config, config_lib.PipelineConfig):  # checked like a loaded one
@@ -209,7 +209,19 @@ def fine_tune(config=None, model_dir: str | os.PathLike = "run", *, extra=(), ov
         cfg = config_lib.load(config, extra, overrides)
     cfg, lm = resolve(cfg)
     check_runtime(cfg)
-    check_model_dir(model_dir, cfg, writes=is_chief(cfg.runtime))
+    check_model_dir(model_dir, cfg, writes=is_chief(cfg.runtime))  # before train.log is made
+    with logs.routed(model_dir / LOG_FILE, verbose):
+        return _fine_tune(cfg, lm, model_dir, progress, log)
+
+
+def _fine_tune(cfg, lm, model_dir: Path, progress: bool, log) -> TrainResult:
+    import tensorflow as tf
+    from official.core import task_factory, train_lib
+    from official.core import train_utils
+    from official.modeling import performance
+
+    import official.vision.registry_imports  # noqa: F401  (Model Garden registers its tasks)
+
     # before any TensorFlow op (the anchor check runs some): MultiWorkerMirroredStrategy's
     # collective ops must be configured at program start-up
     strategy = make_strategy(cfg.runtime)
