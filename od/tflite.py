@@ -141,9 +141,14 @@ def calibration_files(cfg) -> list[Path]:
         except AnnotationError:
             pass
     if not files:
+        relative = bool(cfg.data.train) and "://" not in cfg.data.train and not os.path.isabs(
+            cfg.data.train)
+        hint = (f" It is a relative path (a run trained before od stored them absolute), read "
+                f"from {os.getcwd()}: run od export from the folder training ran in, or write "
+                "the absolute path into pipeline.yaml." if relative else "")
         raise ExportError(f"tflite_int8 is calibrated on the run's training images, but "
                           f"data.train = {cfg.data.train!r} (pipeline.yaml) matches no TFRecord; "
-                          "restore that data folder or export without tflite_int8.")
+                          f"restore that data folder or export without tflite_int8.{hint}")
     return files
 
 

@@ -92,6 +92,9 @@ def test_int8_without_training_data_is_a_clear_error(tmp_path):
     cfg = set_key(PipelineConfig(), "data.train", str(tmp_path / "gone" / "train-*.tfrecord"))
     with pytest.raises(ExportError, match="restore that data folder or export without"):
         tflite.calibration_files(cfg)
+    old_run = set_key(PipelineConfig(), "data.train", "gone/train-*.tfrecord")  # an older run
+    with pytest.raises(ExportError, match="relative path .* folder training ran in"):
+        tflite.calibration_files(old_run)
 
 
 def test_boxes_map_back_from_the_padded_input_to_the_image():
