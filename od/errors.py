@@ -44,3 +44,12 @@ class ExportError(OdError):
 
 class UnsafePathError(OdError):
     """A path from an annotation file points outside the roots the user gave."""
+
+
+def undecodable_at(e: UnicodeDecodeError) -> tuple[int, bytes]:
+    """(line number from 1, the offending bytes and up to 3 after them) of a decoding error,
+    counted in what the decoder saw (``e.object``: the data after a byte-order mark it stripped),
+    for the "not UTF-8 text" messages of the CSV and label map readers."""
+    seen = bytes(e.object)
+    return seen[:e.start].count(b"\n") + 1, seen[e.start:e.end + 3]
+

@@ -19,7 +19,7 @@ from pathlib import Path
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
 from od import atomic
-from od.errors import LabelMapError
+from od.errors import LabelMapError, undecodable_at
 
 
 def _build_messages():
@@ -206,10 +206,9 @@ def read(path: str | os.PathLike) -> LabelMap:
     except OSError as e:
         raise LabelMapError(f"cannot read label map {path}: {e.strerror}.") from None
     except UnicodeDecodeError as e:
-        raw = e.object  # after a BOM, if any: e.start counts from there
-        line = raw[:e.start].count(b"\n") + 1
+        line, bad = undecodable_at(e)
         raise LabelMapError(f"{path}:{line}: the label map is not UTF-8 text (bytes "
-                            f"{raw[e.start:e.end + 3]!r} on that line). "
+                            f"{bad!r} on that line). "
                             "Save it as UTF-8.") from None
     return parse(text, str(path))
 

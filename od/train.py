@@ -46,7 +46,7 @@ from od.errors import CheckpointError, ConfigError, OdError
 from od import model as model_lib
 from od.layout import LABEL_MAP_FILE, PIPELINE_FILE
 from od import train_checks
-from od.train_checks import LOG_FILE  # noqa: F401  (od.train.LOG_FILE, used by the CLI)
+from od.train_checks import LOG_FILE  # fine_tune's log of the run, in RUN
 from od.train_checks import check_model_dir, check_runtime, check_shards, is_chief
 
 

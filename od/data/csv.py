@@ -20,7 +20,7 @@ from od.data import values
 from od.data.paths import resolve_under
 from od import boxes as box_lib
 from od.data.records import ImageAnnotation, ObjectBox, ReadResult
-from od.errors import AnnotationError
+from od.errors import AnnotationError, undecodable_at
 
 PIXEL_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
 _NORMALISED_FIX = ("Multiply x by width and y by height, or write the file in the AutoML form "
@@ -95,11 +95,10 @@ def read_text(path: Path, what: str = "CSV") -> str:
             return data.decode("utf-16")
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        seen = bytes(e.object)  # what the decoder saw: the data after a BOM it stripped
-        line = seen[:e.start].count(b"\n") + 1
-        offset = e.start + len(data) - len(seen)
+        line, bad = undecodable_at(e)
+        offset = e.start + len(data) - len(e.object)  # e.start counts after a stripped BOM
         raise AnnotationError(
-            f"{path}:{line}: the {what} is not UTF-8 text (bytes {seen[e.start:e.end + 3]!r} at "
+            f"{path}:{line}: the {what} is not UTF-8 text (bytes {bad!r} at "
             f"offset {offset}). Save it as UTF-8 (in Excel: 'CSV UTF-8'; or run "
             f"iconv -f cp1252 -t utf-8 {path.name} > fixed{path.suffix}).") from None
 
