@@ -238,8 +238,11 @@ def prepare_training(cfg, model_dir, log=print):
     ``cfg.data.train`` (a resolved shard glob), print one line, warn below ``TARGET`` with the
     overrides that reach it. A run folder with a ``pipeline.yaml`` keeps its anchors (resume).
 
+    Then ``fit_max_detections``.
+
     Returns:
-      ``cfg`` with concrete ``input_size`` and anchor fields (saved as ``RUN/pipeline.yaml``).
+      ``cfg`` with concrete ``input_size`` and anchor fields, and ``max_detections`` (saved as
+      ``RUN/pipeline.yaml``).
     Raises:
       AnchorFitError: no boxes; unreachable ``MIN_RECALL`` (see ``fit``).
     """
@@ -256,6 +259,7 @@ def prepare_training(cfg, model_dir, log=print):
         result = fit(cfg, boxes)
     cfg = apply(cfg, result.after.anchors)
     log(result.message() if result.changed() else result.after.line())
+    cfg = fit_max_detections(cfg, boxes, log)
     if not result.reached:
         hint = suggestion(cfg, boxes, result.after.threshold)
         log(f"WARNING: anchor coverage {result.after.recall:.3f} < {TARGET}: about "
@@ -265,3 +269,29 @@ def prepare_training(cfg, model_dir, log=print):
                 f"No anchor setting up to {_suggestion_sizes(cfg)[-1]} px input reaches it; " +
                 _smallest(boxes, result.after.anchors.input_size)))
     return cfg
+
+
+def fit_max_detections(cfg, boxes: BoxSet, log=print):
+    """``model.max_detections`` (boxes the model returns per image after NMS) made room for the
+    dataset's most crowded image: with more objects than that in a picture (shelves, crowds, cells)
+    the rest can never be found, whatever the training. When a training image has more boxes than
+    ``max_detections``, ``anchor_fit: auto`` raises it to twice that count, rounded up to a
+    multiple of 100 (test images may hold more than any training image; NMS output costs little),
+    and says so; ``off`` keeps it and warns with that override.
+
+    Returns:
+      ``cfg``, with ``model.max_detections`` raised or as it was.
+    """
+    most, kept = boxes.most_in_image, cfg.model.max_detections
+    if most <= kept:
+        return cfg
+    want = 100 * math.ceil(2 * most / 100)
+    why = (f"{Path(boxes.most_image).name} has {most} boxes, more than model.max_detections="
+           f"{kept}, the most the model returns per image")
+    if cfg.model.anchor_fit == "off":
+        log(f"WARNING: {why}, so at least {most - kept} of its objects can never be found. "
+            f"Override: model.max_detections={want}")
+        return cfg
+    log(f"model.max_detections {kept} -> {want}: {why} (anchor_fit auto; model.anchor_fit=off "
+        "keeps it)")
+    return replace(cfg, model=replace(cfg.model, max_detections=want))

@@ -52,12 +52,16 @@ class BoxSet:
       image_hw: int [N, 2] height, width in pixels of each box's image.
       labels: class name of each box.
       names: ``image file name`` of each box (for messages).
+      most_in_image: the most boxes (of positive area) in one image of the dataset, and
+        ``most_image``, that image's file name (``od train`` sizes ``model.max_detections`` by it).
     """
 
     boxes: np.ndarray
     image_hw: np.ndarray
     labels: tuple
     names: tuple
+    most_in_image: int = 0
+    most_image: str = ""
 
     @classmethod
     def from_records(cls, records, where: str = "dataset") -> "BoxSet":
@@ -73,7 +77,10 @@ class BoxSet:
                                  "to, whatever model.anchor_fit says. Convert annotations "
                                  "that contain boxes (od data inspect shows the counts).")
         b, hw, lab, nm = zip(*rows)
-        return cls(np.asarray(b, np.float64), np.asarray(hw, np.int64), lab, nm)
+        counts = [(sum(b.yxyx[2] > b.yxyx[0] and b.yxyx[3] > b.yxyx[1] for b in r.boxes),
+                   str(r.image_path)) for r in records]
+        most, most_image = max(counts, key=lambda c: c[0])
+        return cls(np.asarray(b, np.float64), np.asarray(hw, np.int64), lab, nm, most, most_image)
 
     @classmethod
     def from_tfrecords(cls, pattern: str) -> "BoxSet":
@@ -89,7 +96,7 @@ class BoxSet:
         order = np.lexsort(np.concatenate([self.boxes, self.image_hw], axis=1).T[::-1])
         k = np.sort(order[np.random.default_rng(seed).choice(len(self.labels), n, replace=False)])
         return BoxSet(self.boxes[k], self.image_hw[k], tuple(self.labels[i] for i in k),
-                      tuple(self.names[i] for i in k))
+                      tuple(self.names[i] for i in k), self.most_in_image, self.most_image)
 
     def pixels(self, input_size: int) -> np.ndarray:
         """float64 [N, 4] pixel ``[ymin, xmin, ymax, xmax]`` in the ``input_size`` square input."""
@@ -243,10 +250,8 @@ def match_threshold(cfg) -> float:
     return float(rn.Parser().match_threshold)
 
 
-
-
 _FIT_NAMES = ("kmeans_aspects", "Fit", "search", "fit", "suggestion", "apply",
-              "prepare_training")
+              "prepare_training", "fit_max_detections")
 
 
 def __getattr__(name):  # the fit lives in od.anchor_fit; anchors.fit & co. keep working

@@ -106,3 +106,5 @@ def _print_anchor_report(r: dict) -> None:
     print("per class (fitted): " + ", ".join(f"{c} {v:.2f}" for c, v in f["per_class"].items()))
     if r.get("suggestion"):
         print(f"overrides that reach the target: {r['suggestion']}")
+    if r.get("max_detections_note"):
+        print(r["max_detections_note"])

@@ -117,6 +117,7 @@ def test_inspect_with_config_reports_coverage(tiny_run, tmp_path):
                 config=[CONFIGS / "quickstart_shapes_128.yaml"])
     a = s["anchors"]
     assert 0 <= a["as_written"]["recall"] <= 1 and a["fitted"]["per_class"]
+    assert a["max_detections"] == 50 and "max_detections_note" not in a  # the config's; few boxes
     assert (tmp_path / "insp" / "anchors.png").is_file()
 
 
@@ -138,3 +139,25 @@ def test_train_start_with_anchor_fit_off_warns_with_overrides(tmp_path):
     assert out.model == cfg.model
     assert lines[0].startswith("anchor coverage") and len(lines) == 2
     assert lines[1].startswith("WARNING: anchor coverage") and "model.anchor_size=" in lines[1]
+
+
+def test_max_detections_made_room_for_the_most_crowded_image():
+    """A training image with more objects than model.max_detections: auto raises it to twice the
+    count rounded up to 100 and says so; off keeps it and warns with that override; a dataset
+    within the limit keeps it silently."""
+    from od import anchor_fit
+    crowded = _squares(6, image=512, n_images=2, per_row=12)  # 144 boxes per image
+    boxes = anchors.BoxSet.from_records(crowded)
+    assert boxes.most_in_image == 144 and boxes.most_image.endswith("img0.jpg")
+    assert boxes.sample(10).most_in_image == 144
+    lines: list = []
+    out = anchor_fit.fit_max_detections(_cfg(), boxes, log=lines.append)
+    assert out.model.max_detections == 300
+    assert lines == [lines[0]] and "100 -> 300" in lines[0] and "img0.jpg has 144 boxes" in lines[0]
+    lines.clear()
+    off = anchor_fit.fit_max_detections(_cfg("model.anchor_fit=off"), boxes, log=lines.append)
+    assert off.model.max_detections == 100
+    assert lines[0].startswith("WARNING") and "model.max_detections=300" in lines[0]
+    lines.clear()
+    few = anchors.BoxSet.from_records(_squares(40))
+    assert anchor_fit.fit_max_detections(_cfg(), few, log=lines.append) == _cfg() and not lines

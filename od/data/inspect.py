@@ -153,6 +153,11 @@ def anchor_report(records: list[ImageAnnotation], config, out: Path) -> dict:
     if not fit.reached:
         report["suggestion"] = anchors.suggestion(
             anchors.apply(cfg, fit.after.anchors), boxes, fit.after.threshold)
+    notes: list = []  # model.max_detections against the most crowded image, as od train does
+    report["max_detections"] = anchors.fit_max_detections(
+        cfg, boxes, log=notes.append).model.max_detections
+    if notes:
+        report["max_detections_note"] = notes[0]
     report["plot"] = str(_anchor_plot(boxes, fit, out / "anchors.png"))
     return report
 
