@@ -44,3 +44,19 @@ def test_importing_cli_and_train_changes_no_environment():
             "import sys; assert 'matplotlib.pyplot' not in sys.modules")
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
+
+
+def test_tests_readme_names_every_module_and_test_file():
+    """tests/README.md maps each module to its tests: every module and test file is in it, and
+    every file it names exists."""
+    import re
+    root = ROOT
+    text = (root / "tests" / "README.md").read_text(encoding="utf-8")
+    modules = sorted(p.relative_to(root).as_posix() for p in (root / "od").rglob("*.py"))
+    tests = sorted(p.name for p in (root / "tests").glob("test_*.py"))
+    assert [m for m in modules if f"`{m}`" not in text] == []
+    assert [t for t in tests if f"`{t}`" not in text] == []
+    named = set(re.findall(r"`(test_\w+\.py)`", text)) | set(re.findall(r"`(od/[\w/]+\.py)`", text))
+    named = {n for n in named if "/X." not in n and n != "test_X.py"}  # the naming rule's X
+    assert [n for n in sorted(named) if not (root / ("tests/" + n if n.startswith("test_")
+                                                     else n)).is_file()] == []
