@@ -187,7 +187,8 @@ class PeriodicEval:
         value = row.get(self.metric)
         shown = "n/a" if value is None else f"{value:.3f}"
         line = (f"[eval @ step {step}] AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}  "
-                f"AP75 {row['AP75']:.3f}  {self.metric} {shown}"
+                f"AP75 {row['AP75']:.3f}"
+                + ("" if self.metric in ("AP", "AP50", "AP75") else f"  {self.metric} {shown}")
                 + ("  (best, saved to best/)" if better and self.write else
                    f"  (best {self.best:.3f} @ step {self.best_step})" if self.best is not None
                    else ""))
