@@ -61,6 +61,10 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--min-score", type=float,
                    help="score threshold of the confusion matrix (default: the model's "
                         "eval.min_score)")
+    e.add_argument("--iou-threshold", type=float,
+                   help="IoU at which a detection matches a box in the threshold table and the "
+                        "confusion matrix (default: the model's eval.iou_threshold; COCO AP "
+                        "always averages IoU 0.50:0.95)")
     e.add_argument("--clip-boxes", action="store_true",
                    help="clip boxes that leave the image (default: report them as errors)")
     e.add_argument("--out", help="output folder (default RUN/eval, EXPORT/eval[_FORMAT]; "
@@ -168,7 +172,7 @@ def _evaluate(a) -> None:
     from od.evaluate import compare, evaluate
     models = (a.model_dir or []) + (a.compare or [])
     kw = dict(split=a.split, data_format=a.data_format, images=a.images, label_map=a.label_map,
-              min_score=a.min_score, box_policy="clip" if a.clip_boxes else "error",
+              min_score=a.min_score, iou_threshold=a.iou_threshold, box_policy="clip" if a.clip_boxes else "error",
               max_images=a.max_images)
     with logs.routed(_evaluate_log(a.out, models), a.verbose):
         if len(models) > 1:

@@ -1,21 +1,19 @@
-"""What ``od evaluate`` scores and with what: the labelled images and the detector.
+"""What ``od evaluate`` scores: the labelled images (the detector: :mod:`od.eval_models`, whose
+names are re-exported here).
 
 Data (``--data``): TFRecord shards, or any annotation source ``od data convert`` reads (a VOC
 folder or devkit, a COCO JSON or Roboflow folder, a pixel CSV, an AutoML CSV), read directly by
 the same readers (:func:`od.data.convert.read_annotations`) and checked by the same validation
-(:func:`od.data.validate.check_boxes`, :func:`od.data.validate.check_size`); nothing is converted.
+(:func:`od.data.validate.check_boxes`, the image size and EXIF handling of
+:func:`od.data.guards.place_boxes`); nothing is converted.
 Class names are matched to the model's label map by name (then display name); boxes of classes the
 model does not know are counted and reported (``unknown_classes``), not scored.
-
-Model (``--model``): a run folder of ``od train`` (its newest checkpoint), an export folder of
-``od export`` (``format`` picks saved_model, frozen_graph, tflite, tflite_fp16 or tflite_int8), or
-a single ``.tflite`` / frozen ``.pb`` file with ``label_map.pbtxt`` beside it (or ``label_map``).
-Every detector is a callable uint8 RGB [H, W, 3] → :class:`od.detections.Detections`.
 """
 from __future__ import annotations
 
 import glob
-import io
+import math
+import numbers
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,14 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from od import label_map as label_map_lib
-from od import layout
-from od.detections import Detections, GroundTruth, detect_padded
-from od.errors import AnnotationError, ExportError, LabelMapError, OdError
+from od.detections import GroundTruth
+from od.errors import AnnotationError, LabelMapError, OdError
+from od.eval_models import (FROZEN_GRAPH, MODEL_FORMATS, FrozenGraphModel,  # noqa: F401
+                            Model, load_model)
 
 DATA_FORMATS = ("tfrecord", "voc", "coco", "csv", "automl")
-MODEL_FORMATS = ("saved_model", "frozen_graph", "tflite", "tflite_fp16", "tflite_int8")
-FROZEN_GRAPH = layout.FROZEN_GRAPH_FILE
 _MAX_LISTED = 20
 
 
@@ -74,14 +70,28 @@ def detect_format(path: str | os.PathLike) -> str:
                           f"--data-format ({', '.join(DATA_FORMATS)}) or check the path.")
 
 
-def check_options(min_score, max_images) -> None:
-    """Raise OdError for a ``min_score`` outside [0, 1] (NaN included) or a negative
-    ``max_images``, before anything loads."""
-    if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
-        raise OdError(f"--min-score {min_score} must be in [0, 1] (the confusion matrix's score "
-                      "threshold; default: the model's eval.min_score).")
-    if max_images is None or int(max_images) != max_images or int(max_images) < 0:
-        raise OdError(f"--max-images {max_images} must be a whole number >= 0 (0: all images).")
+def _number(value) -> float | None:
+    """``value`` as a float if it is a real number (not a bool, not a string), else None."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return float(value) if real else None
+
+
+def check_options(min_score, max_images, iou_threshold=None) -> None:
+    """Raise OdError, before anything loads, for a ``min_score`` outside [0, 1], an
+    ``iou_threshold`` outside (0, 1] (NaN, inf and non-numbers included) or a ``max_images`` that
+    is not a whole number >= 0."""
+    x = _number(min_score)
+    if min_score is not None and not (x is not None and 0.0 <= x <= 1.0):
+        raise OdError(f"--min-score {min_score!r} must be a number in [0, 1] (the confusion "
+                      "matrix's score threshold; default: the model's eval.min_score).")
+    x = _number(iou_threshold)
+    if iou_threshold is not None and not (x is not None and 0.0 < x <= 1.0):
+        raise OdError(f"--iou-threshold {iou_threshold!r} must be a number in (0, 1] (the IoU at "
+                      "which a detection matches a box in the threshold table and confusion "
+                      "matrix; default: the model's eval.iou_threshold).")
+    x = _number(max_images)
+    if x is None or not math.isfinite(x) or x != int(x) or x < 0:
+        raise OdError(f"--max-images {max_images!r} must be a whole number >= 0 (0: all images).")
 
 
 @dataclass(frozen=True)
@@ -127,7 +137,7 @@ def load_image(record) -> np.ndarray:
     """
     if record.image_data is not None:
         from od.evaluate import decode_image
-        return decode_image(record.image_data)
+        return decode_image(record.image_data, record.source or str(record.image_path))
     from od.data.images import decode_rgb
     return np.asarray(decode_rgb(record.image_path))
 
@@ -149,40 +159,70 @@ def _pick_split(records, split: str | None, source) -> tuple[list, str | None]:
     return chosen, split
 
 
-def _validate(records, box_policy: str) -> list:
-    """check_boxes and, for image files, check_size against the image header (as convert)."""
-    from od.data.convert import InvalidDataError
-    from od.data.images import probe
-    from od.data.validate import check_boxes, check_size
-    from od.errors import ImageError
+def _image_size(r) -> tuple[int, int, int]:
+    """(width, height, EXIF orientation) of the pixels evaluation decodes for record ``r``:
+    a TFRecord's stored bytes as ``tf.io.decode_image`` reads them (EXIF ignored, as in
+    training), an image file upright (``od.data.images.decode_rgb``). Reads the header, and
+    decodes a JPEG that lacks its end marker (cut off?) as ``od data convert`` does.
+    Raises ImageError (missing, undecodable or truncated file or bytes, named)."""
+    from od.data import images  # its header helpers: the same checks as convert's
+    stored = r.image_data is not None
+    path = Path(f"{r.source or r.image_path}") if stored else Path(r.image_path)
+    data = r.image_data if stored else images.read_bytes(path)
+    img = images._open(path, data)
+    if img.format == "JPEG" and not images._is_complete_jpeg(data):
+        images._load(path, img)
+    orientation = 1 if stored else images._orientation(img)
+    orientation = orientation if 1 <= orientation <= 8 else 1
+    w, h = img.size
+    return (h, w, orientation) if orientation in (5, 6, 7, 8) else (w, h, orientation)
 
-    checked, problems = [], []
+
+def _validate(records, box_policy: str, images_given: bool) -> list:
+    """check_boxes, and the annotation's size against the image header, as ``od data convert``
+    does (``od.data.guards.place_boxes``, EXIF ``auto``: boxes drawn on the stored pixels of an
+    EXIF-rotated photo are turned with it); a size missing from the annotation is taken from the
+    image. Every problem is listed in one InvalidDataError."""
+    from od.data import guards
+    from od.data.convert import InvalidDataError
+    from od.data.images import EncodedImage
+    from od.data.validate import check_boxes
+    from od.errors import ImageError, MissingImageError
+
+    checked, problems, kinds = [], [], set()
     for r in records:
         fixed, probs, _ = check_boxes(r, None, box_policy)
-        if r.image_data is not None and not (r.width and r.height):  # OD API records may omit it
-            from PIL import Image
-            try:
-                w, h = Image.open(io.BytesIO(r.image_data)).size
+        kinds.update(getattr(p, "reason", "") for p in probs)
+        try:
+            w, h, orientation = _image_size(r)
+        except ImageError as e:
+            kinds.add("missing_image" if isinstance(e, MissingImageError) else "image")
+            probs = probs + [str(e)]
+        else:
+            if not (r.width and r.height):  # OD API records and some VOC files omit it
                 fixed = fixed.replace(width=w, height=h)
-            except (OSError, ValueError) as e:
-                probs = probs + [f"{r.source}: the stored image cannot be decoded ({e})."]
-        elif r.image_data is None:
-            try:
-                w, h = probe(r.image_path)
-                size = check_size(r, w, h) if r.width and r.height else None
-                fixed = fixed if r.width and r.height else fixed.replace(width=w, height=h)
-                probs = probs + ([size.message] if size else [])
-            except ImageError as e:
-                probs = probs + [str(e)]
+            if r.image_data is not None and (fixed.width, fixed.height) != (w, h):
+                probs = probs + [f"{r.source}: image/width, height say {fixed.width}x"
+                                 f"{fixed.height} but the stored image is {w}x{h} (width x "
+                                 "height); convert the dataset again (od data convert)."]
+            elif (fixed.width, fixed.height) != (w, h) or orientation != 1:
+                fixed, size, _ = guards.place_boxes(
+                    fixed, EncodedImage(b"", "", w, h, "", orientation), "auto")
+                probs = probs + ([size] if size else [])
         problems.extend(p if isinstance(p, str) else p.message for p in probs)
         checked.append(fixed)
     if problems:
         listed = "\n  ".join(problems[:_MAX_LISTED])
         more = len(problems) - _MAX_LISTED
+        hints = (["pass --clip-boxes to clip boxes that leave the image"]
+                 if "box_outside_image" in kinds else [])
+        if "missing_image" in kinds and not images_given:
+            hints.append("give the images folder with --images")
         raise InvalidDataError(f"{len(problems)} invalid item(s) in the evaluation data; nothing "
                                f"was scored:\n  {listed}"
                                + (f"\n  ... and {more} more" if more > 0 else "")
-                               + "\nFix them (or pass --clip-boxes for boxes outside the image).")
+                               + f"\nFix them{' (or ' + '; '.join(hints) + ')' if hints else ''}"
+                               ".")
     return checked
 
 
@@ -226,15 +266,18 @@ def read_data(data: str | os.PathLike, label_map, *, format: str | None = None,
     records, split = _pick_split(read.records, split, data)
     if max_images:
         records = records[:max_images]
-    records = _validate(records, box_policy)
+    records = _validate(records, box_policy, images is not None)
     names = Counter(b.label for r in records for b in r.boxes)
     ids = {n: _class_id(label_map, n) for n in names}
     unknown = {n: c for n, c in sorted(names.items()) if ids[n] is None}
     if names and len(unknown) == len(names):
+        fix = ("the records name their classes by id only: put the dataset's label_map.pbtxt "
+               "beside them" if format == "tfrecord" and all(n.isdigit() for n in names) else
+               "evaluate with a model trained on these classes, or fix the class names")
         raise LabelMapError(
             f"{data}: none of the data's classes ({', '.join(sorted(names)[:_MAX_LISTED])}) is in "
             f"the model's label map {label_map.source} ({', '.join(label_map.names[:_MAX_LISTED])})"
-            "; evaluate with a model trained on these classes, or fix the class names.")
+            f"; {fix}.")
     gts = []
     for k, r in enumerate(records):
         kept = [b for b in r.boxes if ids[b.label] is not None]
@@ -243,133 +286,3 @@ def read_data(data: str | os.PathLike, label_map, *, format: str | None = None,
                                     name=str(r.image_path)))
     skipped = [{"item": s.item, "reason": s.reason} for s in read.skipped]
     return EvalData(records, gts, str(data), format, split, unknown, skipped)
-
-
-# ---- models -----------------------------------------------------------------------------------
-class FrozenGraphModel:
-    """A ``frozen_inference_graph.pb`` of ``od export`` (OD API tensor names, see
-    ``od.export.run_frozen_graph``), imported once and run in one session.
-    Call with uint8 RGB [H, W, 3] → Detections normalised to that image."""
-
-    _OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
-
-    def __init__(self, path: str | os.PathLike):
-        import tensorflow as tf
-
-        path = Path(path)
-        if not path.is_file():
-            raise ExportError(f"{path}: no frozen graph; export it with `od export --format "
-                              "frozen_graph`.")
-        try:
-            graph_def = tf.compat.v1.GraphDef.FromString(path.read_bytes())
-            graph = tf.Graph()
-            with graph.as_default():
-                tf.compat.v1.import_graph_def(graph_def, name="")
-        except Exception as e:  # protobuf DecodeError / ValueError: not a GraphDef
-            raise ExportError(f"{path}: not a frozen detection graph ({e}).") from None
-        self._session = tf.compat.v1.Session(graph=graph)
-        self._fetch = [f"{k}:0" for k in self._OUTPUTS]
-
-    def __call__(self, image: np.ndarray) -> Detections:
-        return detect_padded(self._detect, np.asarray(image, np.uint8))  # a 3x5000 strip
-
-    def _detect(self, image: np.ndarray) -> Detections:
-        values = self._session.run(self._fetch, {"image_tensor:0": image[None]})
-        return Detections.from_outputs(dict(zip(self._OUTPUTS, values)), image.shape[1],
-                                       image.shape[0])
-
-
-@dataclass(frozen=True)
-class Model:
-    """A detector to score: ``predict`` (uint8 RGB [H, W, 3] → Detections), its label map, what
-    it is (``kind``: run / export / file, ``format``), its eval settings and default out folder."""
-
-    predict: object
-    label_map: object
-    path: str
-    kind: str
-    format: str
-    min_score: float = 0.5
-    iou: float = 0.5
-    default_out: Path | None = None
-    checkpoint: str = ""
-
-
-def _labels(beside: Path, label_map, what: str):
-    if label_map:
-        return label_map_lib.read(label_map)
-    if layout.label_map_path(beside).is_file():
-        return label_map_lib.read(layout.label_map_path(beside))
-    raise LabelMapError(f"{what}: no label_map.pbtxt beside it, so its class ids have no names; "
-                        "put the label map it was trained with there, or pass --label-map.")
-
-
-def _eval_settings(folder: Path) -> tuple[float, float]:
-    from od import config as config_lib
-    if (folder / layout.PIPELINE_FILE).is_file():
-        cfg = config_lib.load(folder / layout.PIPELINE_FILE)
-        return cfg.eval.min_score, cfg.eval.iou_threshold
-    return 0.5, 0.5
-
-
-def load_model(model: str | os.PathLike, format: str | None = None, label_map=None,
-               checkpoint: str | None = None) -> Model:
-    """Open a run folder, export folder, ``.tflite`` or frozen ``.pb`` file (module doc).
-    ``checkpoint`` (best, latest or a path; None: best when ``RUN/best/`` exists, else latest)
-    picks the checkpoint of a run folder and is refused for anything else.
-
-    Labels are checked before any weights load. Raises:
-      ExportError: unknown format, a format the folder lacks, not a model; LabelMapError: a
-        detector without its label map; ConfigError / CheckpointError: a broken run folder.
-    """
-    from od.errors import ConfigError
-
-    p = Path(model)
-    if checkpoint and not layout.is_run(p):
-        raise OdError(f"--checkpoint {checkpoint} picks a checkpoint of a training run; {p} is "
-                      "not a run folder (pipeline.yaml + checkpoints). Leave --checkpoint out.")
-    if format is not None and format not in MODEL_FORMATS:
-        raise ExportError(f"unknown model format {format!r}; choose {', '.join(MODEL_FORMATS)}.")
-    if p.is_file():
-        if p.suffix.lower() not in (".tflite", ".pb"):
-            raise ExportError(f"{p} is a file, not a model: give a run folder (od train), an "
-                              "export folder (od export) or a .tflite / frozen .pb file.")
-        fmt = format or ("frozen_graph" if p.suffix == ".pb" else "tflite")
-        lm = _labels(p.parent, label_map, str(p))
-        predict = FrozenGraphModel(p) if fmt == "frozen_graph" else _tflite(p)
-        return Model(predict, lm, str(p), "file", fmt, *_eval_settings(p.parent),
-                     p.parent / f"{p.stem}_eval")
-    if not p.is_dir():
-        raise OdError(f"{p}: no such model; give a run folder (od train), an export folder "
-                      "(od export) or a .tflite / .pb file.")
-    is_export = (p / layout.SAVED_MODEL_DIR).is_dir() or (p / "saved_model.pb").is_file()
-    if not is_export and layout.is_run(p):
-        if format not in (None, "saved_model"):
-            raise ExportError(f"{p} is a training run; --format {format} needs an export folder: "
-                              f"run `od export --model-dir {p} --out EXPORT --format {format}` and "
-                              "evaluate EXPORT.")
-        from od.model import Predictor
-        if label_map:
-            raise ConfigError(f"{p} is a training run; it evaluates with its own label map, "
-                              "leave out --label-map.")
-        pred = Predictor.from_run(p, checkpoint)
-        return Model(pred, pred.label_map, str(p), "run", "checkpoint", pred.cfg.eval.min_score,
-                     pred.cfg.eval.iou_threshold, p / "eval", pred.checkpoint)
-    if not is_export:
-        raise ExportError(f"{p}: neither a run folder (pipeline.yaml + checkpoints) nor an export "
-                          "folder (saved_model/); train with `od train` or export with "
-                          "`od export`.")
-    fmt = format or "saved_model"
-    lm = _labels(p, label_map, str(p))
-    if fmt == "frozen_graph":
-        predict = FrozenGraphModel(p / FROZEN_GRAPH)
-    else:
-        from od.detect import Detector
-        predict = Detector(p, fmt)
-    out = p / ("eval" if fmt == "saved_model" else f"eval_{fmt}")
-    return Model(predict, lm, str(p), "export", fmt, *_eval_settings(p), out)
-
-
-def _tflite(path: Path):
-    from od.tflite import TFLiteModel
-    return TFLiteModel(path)

@@ -19,6 +19,7 @@ Garden's own COCO evaluator is not used (it breaks on NumPy 2). Outputs in ``OUT
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,19 @@ from od.detections import Detections, GroundTruth
 from od.errors import OdError
 
 
-def decode_image(encoded: bytes) -> np.ndarray:
+def decode_image(encoded: bytes, name: str = "image/encoded") -> np.ndarray:
     """Decode ``image/encoded`` bytes as training does (``tf.io.decode_image``, 3 channels):
-    uint8 RGB [H, W, 3]."""
+    uint8 RGB [H, W, 3]. Raises ImageError naming ``name`` (e.g. ``FILE.tfrecord#7``) for bytes
+    TensorFlow cannot decode (corrupt, truncated, not an image)."""
     import tensorflow as tf
-    return tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+
+    from od.errors import ImageError
+    try:
+        return tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
+        detail = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", str(e)).strip().splitlines()[-1][:200]
+        raise ImageError(f"{name}: the stored image cannot be decoded ({detail}); convert the "
+                         "dataset again, or remove the image.") from None
 
 
 def run_on_records(predictor, pattern: str, max_images: int = 0, progress: bool = False
@@ -55,7 +64,7 @@ def run_on_records(predictor, pattern: str, max_images: int = 0, progress: bool 
         examples = examples[:max_images]
     gts, dets = [], {}
     for k, ex in enumerate(tqdm(examples, desc="evaluate", unit="img", disable=not progress)):
-        image = decode_image(ex.encoded)
+        image = decode_image(ex.encoded, ex.record.source or str(ex.record.image_path))
         h, w = image.shape[:2]
         r = ex.record
         gts.append(GroundTruth.make(k + 1, r.width or w, r.height or h,
@@ -92,9 +101,9 @@ def predict(model, data, progress: bool = False) -> dict[int, Detections]:
 def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | None = None, *,
              format: str | None = None, split: str | None = None,
              data_format: str | None = None, images=None, label_map=None,
-             min_score: float | None = None, box_policy: str = "error", max_images: int = 0,
-             progress: bool = True, html: bool = True, checkpoint: str | None = None,
-             overwrite: bool = False) -> dict:
+             min_score: float | None = None, iou_threshold: float | None = None,
+             box_policy: str = "error", max_images: int = 0, progress: bool = True,
+             html: bool = True, checkpoint: str | None = None, overwrite: bool = False) -> dict:
     """Evaluate a detector on labelled images (module doc).
 
     Args:
@@ -105,7 +114,11 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
         (checkpoint for a run).
       split, data_format, images, box_policy: see od.eval_inputs.read_data.
       label_map: label_map.pbtxt of a detector that has none beside it.
-      min_score: score threshold of the confusion matrix; default the model's ``eval.min_score``.
+      min_score: score threshold of the confusion matrix, in [0, 1]; default the model's
+        ``eval.min_score``.
+      iou_threshold: IoU in (0, 1] at which a detection matches a box in the threshold table
+        and the confusion matrix; default the model's ``eval.iou_threshold`` (COCO AP always
+        uses IoU 0.50:0.95).
       max_images: evaluate only the first N images (0 = all).
       html: also write ``report.html`` (od.report).
     Returns:
@@ -116,12 +129,14 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
       ConfigError / CheckpointError: a broken run folder; ExportError: not a model or a missing
         format; LabelMapError: a detector without labels, its label map shares no class with the
         data, or does not fit its checkpoint; AnnotationError / InvalidDataError: no or invalid
-        data. All before any image is run through the model.
+        data; OdError: ``min_score``, ``iou_threshold`` or ``max_images`` out of range;
+        OutputError: ``out`` is, holds or lies in an input, or is a user's folder. All before
+        any image is run through the model (ImageError: an image that fails to decode there).
     """
     from od import atomic, metrics, outputs, plots
     from od.eval_inputs import check_options, load_model, read_data
 
-    check_options(min_score, max_images)
+    check_options(min_score, max_images, iou_threshold)
     if out:  # a user's --out is checked before anything loads; the default is od's own folder
         outputs.prepare_out(out, inputs=[model_dir, data, images, label_map],
                             command="evaluate", overwrite=overwrite)
@@ -134,14 +149,23 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
         print(f"evaluating {model.path} ({model.format})", flush=True)
     ds = read_data(data, model.label_map, format=data_format, split=split, images=images,
                    box_policy=box_policy, max_images=max_images)
+    if progress and split is None and ds.split not in (None, "test"):
+        print(f"note: scoring split {ds.split!r}, the only split of {data}; give --split to "
+              "pick another", flush=True)
     if ds.unknown_classes and progress:
         print(f"note: {sum(ds.unknown_classes.values())} box(es) of "
               f"{len(ds.unknown_classes)} class(es) the model does not know are not scored: "
               f"{', '.join(ds.unknown_classes)}", flush=True)
     dets = predict(model.predict, ds, progress)
-    min_score = model.min_score if min_score is None else min_score
-    report = metrics.evaluation_report(ds.groundtruth, dets, model.label_map, iou=model.iou,
+    min_score = model.min_score if min_score is None else float(min_score)
+    iou = model.iou if iou_threshold is None else float(iou_threshold)
+    report = metrics.evaluation_report(ds.groundtruth, dets, model.label_map, iou=iou,
                                        min_score=min_score)
+    unscored = report["coco"]["num_detections_unknown_class"]
+    if unscored and progress:
+        print(f"note: {unscored} detection(s) have class ids that are not in the label map "
+              f"{model.label_map.source}; they are not scored (is it the model's label map?)",
+              flush=True)
     out = outputs.start_output(out_dir, "evaluate")
     report["plots"] = {k: str(v) for k, v in plots.write_report(report, out).items()}
     report["checkpoint"] = model.checkpoint
@@ -184,8 +208,12 @@ def compare(models, data: str, out: str | os.PathLike, *, formats=None, **kwargs
       ``{"models": [{"name", "model", "format", "AP", "AP50", ..., "per_class"}], "files"}``.
     Raises:
       OdError: fewer than two models, or ``formats`` of another length; evaluate's errors.
+      OutputError: ``out`` is, holds or lies in one of the models or the data, or is a folder
+        that is not an earlier comparison (without ``overwrite=True``); before any model loads.
     """
+    from od import outputs
     from od import report as report_lib
+    from od.eval_inputs import check_options
 
     models = [str(m) for m in models]
     if len(models) < 2:
@@ -194,11 +222,26 @@ def compare(models, data: str, out: str | os.PathLike, *, formats=None, **kwargs
     if len(formats) != len(models):
         raise OdError(f"{len(formats)} formats for {len(models)} models; give one --format per "
                       "model, or one for all.")
+    check_options(kwargs.get("min_score"), kwargs.get("max_images", 0),
+                  kwargs.get("iou_threshold"))
     out = Path(out)
+    earlier = (outputs.read_marker(out) is None  # a comparison written before markers existed
+               and all((out / f).is_file() for f in COMPARISON_FILES))
+    outputs.prepare_out(out, inputs=[*models, data, kwargs.get("images"),
+                                     kwargs.get("label_map")],
+                        command=COMPARE, overwrite=kwargs.get("overwrite", False) or earlier)
+    names = _names(models)
     reports = {}
-    for name, m, fmt in zip(_names(models), models, formats):
+    for name, m, fmt in zip(names, models, formats):
         reports[name] = evaluate(m, data, out / name, format=fmt, **kwargs)
-    return report_lib.write_comparison(reports, out)
+    outputs.start_output(out, COMPARE)
+    result = report_lib.write_comparison(reports, out)
+    outputs.write_marker(out, COMPARE, [*COMPARISON_FILES, *names, "evaluate.log"])
+    return result
+
+
+COMPARE = "evaluate --compare"  # the command named in the marker and messages of a comparison
+COMPARISON_FILES = ("comparison.csv", "comparison.md", "comparison.json", "comparison.png")
 
 
 # `import od; od.evaluate(...)` calls evaluate() above (see od/__init__.py).

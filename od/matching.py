@@ -29,8 +29,9 @@ def _ious(d_xywh: np.ndarray, g_xywh: np.ndarray, crowd: np.ndarray) -> np.ndarr
 
 
 def _greedy_match(ious: np.ndarray, crowd: np.ndarray, iou: float):
-    """COCO's matching: detections in the given (score-descending) order each take the unmatched
-    non-crowd GT of highest IoU >= ``iou``; a detection that only reaches a crowd GT is ignored.
+    """COCO's matching (``COCOeval.evaluateImg``): detections in the given (score-descending)
+    order each take the unmatched non-crowd GT of highest IoU >= ``iou``, of several with that
+    IoU the last one, as COCOeval does; a detection that only reaches a crowd GT is ignored.
 
     Returns (det_to_gt int [D], -1 if unmatched; det_ignored bool [D]).
     """
@@ -41,7 +42,7 @@ def _greedy_match(ious: np.ndarray, crowd: np.ndarray, iou: float):
     for d in range(n_det):
         cand = np.where(taken, -1.0, ious[d]) if n_gt else ious[d]
         if n_gt and cand.max() >= thr:
-            g = int(np.argmax(cand))
+            g = n_gt - 1 - int(np.argmax(cand[::-1]))  # the last GT of the highest IoU
             det_to_gt[d], taken[g] = g, True
         elif crowd.any() and ious[d, crowd].max() >= thr:
             ignored[d] = True
@@ -101,7 +102,7 @@ def confusion_rows(inp, iou: float, min_score: float) -> dict:
     bg = len(inp.class_ids)
     m = np.zeros((bg + 1, bg + 1), np.int64)
     for gt in inp.gts:
-        d = inp.dets.get(gt.image_id, _empty_dets()).above(min_score)
+        d = inp.dets.get(gt.image_id, _empty_dets()).above(np.float32(min_score))  # as scores
         crowd = crowd_mask(gt)
         ious = _ious(normalized_to_xywh(d.boxes, gt.width, gt.height),
                      normalized_to_xywh(gt.boxes, gt.width, gt.height), crowd)

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from od import atomic
+from od.detections import Detections
 
 GT_COLOR = (0, 170, 0)        # ground truth: green
 PRED_COLOR = (230, 40, 40)    # predictions: red
@@ -140,7 +141,9 @@ def _gallery(data, detections, label_map, iou: float, min_score: float) -> str:
     figs = []
     for r in worst:
         gt = data.groundtruth[r["index"]]
-        pic = draw(data.image(r["index"]), gt, detections[gt.image_id], label_map, min_score)
+        det = detections.get(gt.image_id)  # an image without detections may be absent
+        det = Detections.make(np.zeros((0, 4)), [], []) if det is None else det
+        pic = draw(data.image(r["index"]), gt, det, label_map, min_score)
         buf = io.BytesIO()
         pic.save(buf, format="JPEG", quality=85)
         figs.append(f'<figure><img alt="{_e(Path(r["name"]).name)}" '

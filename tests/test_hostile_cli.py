@@ -108,6 +108,8 @@ CASES = [
     ("detect-bad-min-score", _detect("{w}/d7") + ["--min-score", "2"], "--min-score 2"),
     ("detect-bad-tflite-format", _detect("{w}/d8") + ["--format", "tflite"], "model.tflite"),
     ("evaluate-out-is-run", _evaluate("{run}"), "is the input"),
+    ("evaluate-bad-iou", _evaluate("{w}/v3") + ["--iou-threshold", "1.5"],
+     "--iou-threshold 1.5"),
     ("evaluate-out-is-data", _evaluate("{data}"), "is the input"),
     ("evaluate-out-is-a-file", _evaluate("{file}"), "is an existing file"),
     ("evaluate-model-dir-is-a-file", _evaluate("{w}/v1", model="{file}"), "is a file"),
