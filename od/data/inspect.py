@@ -106,14 +106,14 @@ def _plots(records: list[ImageAnnotation], out: Path, samples: int, seed: int) -
     for ax, vals, title in ((axes[0], w, "box width (px)"), (axes[1], h, "box height (px)"),
                             (axes[2], [np.sqrt(max(b.xmax - b.xmin, 0) * max(b.ymax - b.ymin, 0))
                                        for b, _ in boxes], "sqrt(box area / image area)")):
-        ax.hist(vals, bins=30)
+        ax.hist(vals, bins=30, range=_span(vals))
         ax.set_title(title)
     written.append(save_figure(fig, out / "box_sizes.png"))
 
     fig = Figure(figsize=(6, 3.5))
     ax = fig.subplots()
     aspects = [a / b for a, b in zip(w, h) if a > 0 and b > 0]
-    ax.hist(np.log2(aspects) if aspects else [], bins=30)
+    ax.hist(np.log2(aspects) if aspects else [], bins=30, range=_span(np.log2(aspects)))
     ax.set_xlabel("log2(width / height)")
     ax.set_title("box aspect ratios")
     written.append(save_figure(fig, out / "aspect_ratios.png"))
@@ -193,6 +193,16 @@ def _png(image) -> bytes:
     return buf.getvalue()
 
 
+def _span(values) -> tuple[float, float] | None:
+    """A histogram range for ``values``: None (NumPy's own) unless they (nearly) all are one
+    value, e.g. 35.0 and 35.000000001 px, where 30 bins cannot split the range (NumPy raises)."""
+    v = np.asarray(values, np.float64)
+    if v.size == 0:
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    return None if hi - lo > 1e-6 * max(1.0, abs(hi)) else (lo - 0.5, hi + 0.5)
+
+
 def _anchor_plot(boxes, fit, path: Path) -> Path:
     from matplotlib.figure import Figure
 
@@ -203,7 +213,9 @@ def _anchor_plot(boxes, fit, path: Path) -> Path:
     for ax, cov, name in ((axes[0], fit.before, "as written"), (axes[1], fit.after, "fitted")):
         hw = boxes.hw_pixels(cov.anchors.input_size)
         side = np.sqrt(np.maximum(hw[:, 0] * hw[:, 1], 1e-6))
-        bins = np.geomspace(max(side.min(), 1.0), max(side.max(), 2.0), 40)
+        lo, hi = max(side.min(), 1.0), max(side.max(), 2.0)
+        lo, hi = (lo, hi) if hi > lo * 1.01 else (lo / 1.5, hi * 1.5)  # boxes all of one size
+        bins = np.geomspace(lo, hi, 40)
         ok = cov.best >= cov.threshold
         ax.hist([side[ok], side[~ok]], bins=bins, stacked=True, color=["tab:green", "tab:red"],
                 label=["matched (IoU >= %g)" % cov.threshold, "no anchor"])
