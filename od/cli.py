@@ -70,6 +70,10 @@ def _add_model_commands(sub) -> None:
     e.add_argument("--out", help="output folder (default RUN/eval, EXPORT/eval[_FORMAT]; "
                                  "required with --compare)")
     e.add_argument("--max-images", type=int, default=0)
+    e.add_argument("--tile", type=int, default=0, metavar="N",
+                   help="detect as od detect --tile N does (whole image + overlapping N px tiles, "
+                        "merged): what tiling gains on these photos")
+    e.add_argument("--tile-overlap", type=float, default=0.2, help="tile overlap fraction")
     _add_output_options(e, "RUN/evaluate.log")
     e.set_defaults(func=_evaluate)
 
@@ -95,7 +99,7 @@ def _add_model_commands(sub) -> None:
     d.add_argument("--format", default="saved_model",
                    help="saved_model, or tflite / tflite_fp16 / tflite_int8 of the export folder")
     d.add_argument("--tile", type=int, default=0, metavar="N",
-                   help="also detect on overlapping N-px tiles, merged by NMS (small objects in "
+                   help="also detect on overlapping N-px tiles, merged (od.tiling; small objects in "
                         "large photos; e.g. N = the model's input size)")
     d.add_argument("--tile-overlap", type=float, default=0.2, help="tile overlap fraction")
     d.add_argument("--batch-size", type=int, default=None, metavar="N",
@@ -172,7 +176,8 @@ def _evaluate(a) -> None:
     from od.evaluate import compare, evaluate
     models = (a.model_dir or []) + (a.compare or [])
     kw = dict(split=a.split, data_format=a.data_format, images=a.images, label_map=a.label_map,
-              min_score=a.min_score, iou_threshold=a.iou_threshold, box_policy="clip" if a.clip_boxes else "error",
+              min_score=a.min_score, iou_threshold=a.iou_threshold, tile=a.tile,
+              tile_overlap=a.tile_overlap, box_policy="clip" if a.clip_boxes else "error",
               max_images=a.max_images)
     with logs.routed(_evaluate_log(a.out, models), a.verbose):
         if len(models) > 1:

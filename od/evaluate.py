@@ -103,7 +103,8 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
              data_format: str | None = None, images=None, label_map=None,
              min_score: float | None = None, iou_threshold: float | None = None,
              box_policy: str = "error", max_images: int = 0, progress: bool = True,
-             html: bool = True, checkpoint: str | None = None, overwrite: bool = False) -> dict:
+             html: bool = True, checkpoint: str | None = None, overwrite: bool = False,
+             tile: int = 0, tile_overlap: float = 0.2) -> dict:
     """Evaluate a detector on labelled images (module doc).
 
     Args:
@@ -121,6 +122,9 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
         uses IoU 0.50:0.95).
       max_images: evaluate only the first N images (0 = all).
       html: also write ``report.html`` (od.report).
+      tile, tile_overlap: > 0: detect as ``od detect --tile`` does (``od.tiling.detect_tiled``:
+        the whole image and overlapping ``tile`` px windows, merged), to measure what tiling
+        gains on labelled photos far larger than the model input.
     Returns:
       The report dict written to ``metrics.json`` (keys ``coco``, ``pr_curves``,
       ``threshold_table``, ``best_threshold``, ``confusion_matrix``, ``plots``, ``checkpoint``,
@@ -133,10 +137,12 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
         OutputError: ``out`` is, holds or lies in an input, or is a user's folder. All before
         any image is run through the model (ImageError: an image that fails to decode there).
     """
-    from od import atomic, metrics, outputs, plots
+    from od import atomic, metrics, outputs, plots, tiling
     from od.eval_inputs import check_options, load_model, read_data
 
     check_options(min_score, max_images, iou_threshold)
+    t = tile or tiling.MIN_TILE  # bad --tile / --tile-overlap: refused before anything loads
+    tiling.windows(t, t, t, tile_overlap)
     if out:  # a user's --out is checked before anything loads; the default is od's own folder
         outputs.prepare_out(out, inputs=[model_dir, data, images, label_map],
                             command="evaluate", overwrite=overwrite)
@@ -156,7 +162,12 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
         print(f"note: {sum(ds.unknown_classes.values())} box(es) of "
               f"{len(ds.unknown_classes)} class(es) the model does not know are not scored: "
               f"{', '.join(ds.unknown_classes)}", flush=True)
-    dets = predict(model.predict, ds, progress)
+    run = model.predict
+    if tile:
+        run = lambda im: tiling.detect_tiled(model.predict, im, tile, tile_overlap)  # noqa: E731
+        if progress:
+            print(f"tiles: {tile} px, overlap {tile_overlap} (plus the whole image)", flush=True)
+    dets = predict(run, ds, progress)
     min_score = model.min_score if min_score is None else float(min_score)
     iou = model.iou if iou_threshold is None else float(iou_threshold)
     report = metrics.evaluation_report(ds.groundtruth, dets, model.label_map, iou=iou,
@@ -172,6 +183,8 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
     report["data"] = ds.source
     report["data_summary"] = ds.summary()
     report["model"] = {"path": model.path, "kind": model.kind, "format": model.format}
+    if tile:
+        report["tiles"] = {"tile": int(tile), "overlap": float(tile_overlap)}
     if html:
         from od import report as report_lib
         report["report_html"] = str(report_lib.write_html(report, out, ds, dets,

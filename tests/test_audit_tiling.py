@@ -1,6 +1,7 @@
 """Audit of od/tiling.py (``od detect --tile``): window geometry, boxes mapped back exactly,
 fragments of objects cut by tile borders joined, option errors, cost; a fake detector that knows
 where every object is (each pixel encodes its own position), and the tiny model where needed."""
+import json
 import time
 
 import numpy as np
@@ -294,3 +295,19 @@ def test_tiled_real_model_saved_model_and_tflite(export_dir, tmp_path):
     (only,) = doc["images"]
     assert len(only["detections"]) == int((found["saved_model"].scores >= cut).sum())
     assert (only["width"], only["height"]) == (500, 300)
+
+
+def test_evaluate_with_tiles_scores_what_od_detect_tile_finds(tiny_run, tmp_path):
+    """od evaluate --tile N scores the tiled detections (to measure what tiling gains on
+    labelled photos); a bad --tile is refused before the model loads."""
+    from od.cli import main
+    from od.evaluate import evaluate
+
+    root, _ = tiny_run
+    r = evaluate(root / "run", str(root / "data"), tmp_path / "ev", tile=40, progress=False,
+                 html=False)
+    assert r["tiles"] == {"tile": 40, "overlap": 0.2} and r["coco"]["num_images"] == 6
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["tiles"]["tile"] == 40
+    code = main(["evaluate", "--model", str(tmp_path / "no_model"), "--data", str(root / "data"),
+                 "--out", str(tmp_path / "ev2"), "--tile", "8"])
+    assert code == 2
