@@ -146,8 +146,8 @@ def _smallest(boxes: BoxSet, size: int, n: int = 3) -> str:
     hw = boxes.hw_pixels(size)
     side = np.sqrt(np.maximum(hw[:, 0] * hw[:, 1], 0))
     order = np.argsort(side, kind="stable")[:n]
-    return (f"10% of the boxes are under {np.percentile(side, 10):.1f} px (sqrt area) at input "
-            f"{size} px; the smallest: " + ", ".join(
+    return (f"10% of the boxes are {np.percentile(side, 10):.1f} px or smaller (sqrt area) at "
+            f"input {size} px; the smallest: " + ", ".join(
                 f"{boxes.labels[i]!r} in {boxes.names[i]} {hw[i, 1]:.1f}x{hw[i, 0]:.1f} px"
                 for i in order))
 

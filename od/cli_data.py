@@ -81,8 +81,12 @@ def _data_convert(a) -> None:
                                         "fixes")}, indent=2))
     dup = j["duplicates"]
     if dup.get("duplicate_images"):
+        across = dup.get("across_splits", 0)
         print(f"{dup['duplicate_images']} duplicate image(s) by {dup['method']} "
-              f"({dup['removed']} removed); see summary.json")
+              f"({dup['removed']} removed); see summary.json" + (
+                  f"; {across} of them in val/test with a copy in an earlier split, so their "
+                  "scores count pictures the model trained on: --dedupe keeps one of each"
+                  if across else "" if dup["removed"] else "; --dedupe keeps one of each"))
     for note in j.get("notes", []):
         print(note)
     print(f"wrote {a.out}/ ({a.to}, label_map.pbtxt, summary.json)")
@@ -99,6 +103,9 @@ def _data_inspect(a) -> None:
 
 
 def _print_anchor_report(r: dict) -> None:
+    if "error" in r:
+        print(f"anchor coverage not measured: {r['error']}")
+        return
     w, f = r["as_written"], r["fitted"]
     print(f"anchor coverage as written: {w['recall']:.3f} (input {w['input_size']} px, anchor "
           f"sizes {w['anchor_sizes_px'][0]:g}..{w['anchor_sizes_px'][-1]:g} px)")

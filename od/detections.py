@@ -190,12 +190,16 @@ def pad_aspect(image: np.ndarray) -> np.ndarray:
 
 def unpad(det: Detections, width: int, height: int) -> Detections:
     """Detections of a ``pad_aspect`` image mapped to the ``width`` x ``height`` image inside it:
-    boxes rescaled and clipped, boxes wholly in the padding dropped."""
-    if (det.width, det.height) == (width, height):
-        return det
-    scale = np.array([det.height / height, det.width / width] * 2, np.float32)
-    boxes = np.clip(det.boxes * scale, 0.0, 1.0)
+    boxes rescaled and clipped, boxes wholly in the padding dropped. Also for an image that was
+    not padded: a box the model put wholly in its own input padding (below or right of a
+    non-square image) comes back clipped flat to the image's edge, and is dropped."""
+    boxes = det.boxes
+    if (det.width, det.height) != (width, height):
+        scale = np.array([det.height / height, det.width / width] * 2, np.float32)
+        boxes = np.clip(det.boxes * scale, 0.0, 1.0)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    if boxes is det.boxes and keep.all():
+        return det
     return Detections(boxes[keep], det.scores[keep], det.class_ids[keep], int(width), int(height))
 
 
@@ -204,6 +208,5 @@ def detect_padded(detect, image: np.ndarray) -> Detections:
     (uint8 RGB [H, W, 3] → Detections normalised to that image) that may fail on a long strip:
     the image goes in ``pad_aspect``-ed and its boxes come back ``unpad``-ed. Every detector class
     of od (Detector, Predictor, TFLiteModel, FrozenGraphModel) calls its model through this."""
-    padded = pad_aspect(image)
-    det = detect(padded)
-    return det if padded is image else unpad(det, image.shape[1], image.shape[0])
+    det = detect(pad_aspect(image))
+    return unpad(det, image.shape[1], image.shape[0])  # also drops boxes clipped flat

@@ -162,6 +162,11 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
         print(f"note: {sum(ds.unknown_classes.values())} box(es) of "
               f"{len(ds.unknown_classes)} class(es) the model does not know are not scored: "
               f"{', '.join(ds.unknown_classes)}", flush=True)
+    if progress and not ds.summary()["boxes"]:
+        where = f"{data}" + (f" (split {ds.split})" if ds.split else "")
+        print(f"note: the {len(ds.records)} image(s) of {where} hold no box of the model's "
+              "classes, so AP and AR are undefined (null); only false positives are counted. "
+              "For AP, score images with boxes (--split or --data).", flush=True)
     run = model.predict
     if tile:
         run = lambda im: tiling.detect_tiled(model.predict, im, tile, tile_overlap)  # noqa: E731

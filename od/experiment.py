@@ -58,8 +58,13 @@ def resolve(cfg: PipelineConfig):
     folder = data_folder(cfg)
     train = shard_pattern(cfg.data.train, "train")
     if not glob.glob(train):
-        raise ConfigError(f"data.train: no TFRecord shards match {train!r}. Run `od data convert` "
-                          "first, or fix the path.")
+        others = sorted(os.path.basename(f) for f in glob.glob(os.path.join(folder, "*.tfrecord"))
+                        ) if folder else []
+        raise ConfigError(f"data.train: no TFRecord shards match {train!r}. " + (
+            f"{folder} holds only {', '.join(others[:3])}: convert with a train share (e.g. "
+            "--split 0.8,0.1,0.1, or --annotations train=PATH), or set data.train to the shards "
+            "to train on." if others else
+            "Run `od data convert` first, or fix the path."))
     val = shard_pattern(cfg.data.val or folder, "val") if (cfg.data.val or folder) else ""
     if val and not glob.glob(val):
         if cfg.data.val:  # given, not the data folder's optional val split: a wrong path

@@ -216,6 +216,7 @@ def _coco_from_eval(inp: _Inputs, ev: COCOeval) -> dict:
     res = {name: _num(v) for name, v in zip(STAT_NAMES, ev.stats)}
     res["max_dets"] = int(ev.params.maxDets[-1])
     prec = ev.eval["precision"]  # [T iou, R recall, K class, A area, M maxDets]
+    res["AP"] = _mean_valid(prec[:, :, :, 0, -1])  # summarize(): at maxDets 100, -1 if not listed
     per_class = {}
     for k, cid in enumerate(int(c) for c in ev.params.catIds):
         n_gt = sum(int(((gt.class_ids == cid) & ~matching.crowd_mask(gt)).sum()) for gt in inp.gts)

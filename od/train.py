@@ -225,10 +225,12 @@ def _fine_tune(cfg, lm, model_dir: Path, progress: bool, log) -> TrainResult:
     # before any TensorFlow op (the anchor check runs some): MultiWorkerMirroredStrategy's
     # collective ops must be configured at program start-up
     strategy = make_strategy(cfg.runtime)
-    images = check_shards(cfg, lm)
+    strips: list = []
+    images = check_shards(cfg, lm, strips)
     cfg = steps_from_epochs(cfg, images, log)
     from od import anchors  # anchor coverage printed, anchors fitted (model.anchor_fit)
     cfg = anchors.prepare_training(cfg, model_dir, log=log)
+    train_checks.check_strips(cfg, strips)
     given = cfg.train.fine_tune_checkpoint
     ckpt = checkpoints.resolve("" if given.lower() == "none" else given)
     cfg = replace(cfg, train=replace(cfg.train, fine_tune_checkpoint=ckpt or "none"))
@@ -242,8 +244,10 @@ def _fine_tune(cfg, lm, model_dir: Path, progress: bool, log) -> TrainResult:
             "checkpoint or zoo name, or set train.fine_tune_checkpoint=none to train from "
             "scratch on purpose)")
     if cfg.train.eval_every and not cfg.data.val:
-        raise ConfigError("train.eval_every is set but there is no validation data: set data.val "
-                          "or convert the data with a val split.")
+        raise ConfigError(f"train.eval_every={cfg.train.eval_every} but there is no validation "
+                          f"data: {os.path.dirname(cfg.data.train)} has no val-*.tfrecord (its "
+                          "summary.json counts the images per split); set data.val=SHARDS, "
+                          "convert with a val split that gets images, or set train.eval_every=0.")
     chief = is_chief(cfg.runtime)  # only the chief writes in RUN (other workers: temp folders)
     start_step = train_resume.checkpoint_step(latest)
     if chief:

@@ -184,11 +184,12 @@ class PeriodicEval:
         better = self._update(row)
         row["best"] = better
         self.history.append(row)
-        value = row.get(self.metric)
-        shown = "n/a" if value is None else f"{value:.3f}"
-        line = (f"[eval @ step {step}] AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}  "
-                f"AP75 {row['AP75']:.3f}"
-                + ("" if self.metric in ("AP", "AP50", "AP75") else f"  {self.metric} {shown}")
+        shown = {k: "n/a" if row.get(k) is None else f"{row[k]:.3f}"  # None: no box scored
+                 for k in ("AP", "AP50", "AP75", self.metric)}
+        line = (f"[eval @ step {step}] AP {shown['AP']}  AP50 {shown['AP50']}  "
+                f"AP75 {shown['AP75']}"
+                + ("" if self.metric in ("AP", "AP50", "AP75") else
+                   f"  {self.metric} {shown[self.metric]}")
                 + ("  (best, saved to best/)" if better and self.write else
                    f"  (best {self.best:.3f} @ step {self.best_step})" if self.best is not None
                    else ""))
@@ -205,9 +206,10 @@ class PeriodicEval:
             self._plot()
         if self.patience and self.waited >= self.patience:
             self.stop_reason = (f"early stop at step {step}: {self.metric} did not improve by more "
-                                f"than {self.min_delta} for {self.waited} evaluations (best "
-                                f"{self.best:.3f} at step {self.best_step}, in "
-                                f"{self.model_dir / BEST_DIR})")
+                                f"than {self.min_delta} for {self.waited} evaluations " + (
+                                    f"(best {self.best:.3f} at step {self.best_step}, in "
+                                    f"{self.model_dir / BEST_DIR})" if self.best is not None else
+                                    "(it was undefined: no box of data.val was scored)"))
 
     @contextlib.contextmanager
     def _averaged(self):

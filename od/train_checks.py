@@ -6,6 +6,8 @@
 - :func:`check_shards`: every training/validation shard reads (framing, checksums) and every box's
   class id and name is in the label map (a label map edited after ``od data convert`` would
   otherwise train ids past the class head, or under other names, without a word);
+- :func:`check_strips` (once the input size is known): no training image is so long and thin
+  that the input pipeline would resize its short side to 0 px;
 - :func:`check_checkpoints`: the newest checkpoint of a run reads (:func:`damaged_checkpoint`), and
   a run folder with checkpoint files has a ``checkpoint`` state file naming one (else TensorFlow
   would start a fresh run over them);
@@ -24,6 +26,7 @@ from od.errors import AnnotationError, CheckpointError, ConfigError, LabelMapErr
 from od.layout import LABEL_MAP_FILE, PIPELINE_FILE
 
 LOG_FILE = "train.log"  # the CLI's log of the run (od.logs), in RUN
+STRIP = 32  # training images longer than wide by more than this are checked (check_strips)
 
 #: Model fields that only change post-processing, not the weights: free to change on resume.
 _POST_PROCESSING = {"name", "max_detections", "nms_iou_threshold", "score_threshold",
@@ -118,29 +121,64 @@ def _check_classes(path: str, k: int, example, label_map) -> None:
                                 f"{cid} {item.name!r}. {fix}")
 
 
-def check_shards(cfg: config_lib.PipelineConfig, label_map=None) -> int:
+def check_shards(cfg: config_lib.PipelineConfig, label_map=None, strips: list | None = None
+                 ) -> int:
     """Read every training and validation shard once, checking its framing and checksums, so a
     corrupt shard is an AnnotationError naming it before training starts (TensorFlow would fail
     much later with a DataLossError that does not name the file); with ``label_map``, also that
     every box's class id (and stored name) is the label map's (LabelMapError naming the shard,
-    the image and the id). Returns the number of training examples."""
+    the image and the id), and, with ``train.eval_every``, that the validation shards hold a box
+    (ConfigError: negatives only leave AP undefined); ``strips`` (a list, with ``label_map``)
+    gets ``(height, width, name)`` of each training image more than ``STRIP`` times longer than
+    wide, for :func:`check_strips`. Returns the number of training examples."""
     import glob
 
     from od.data import tfrecord, tfrecord_io
 
-    count = 0
+    count, val_images, val_boxes = 0, 0, 0
     for pattern, is_train in ((cfg.data.train, True), (cfg.data.val, False)):
         for path in sorted(glob.glob(pattern)) if pattern else []:
             n = 0
             try:
                 for n, record in enumerate(tfrecord_io.iter_records(path), start=1):
                     if label_map is not None:
-                        _check_classes(path, n - 1, tfrecord.parse_example(record, path),
-                                       label_map)
+                        example = tfrecord.parse_example(record, path)
+                        _check_classes(path, n - 1, example, label_map)
+                        h, w = example.record.height, example.record.width
+                        if strips is not None and is_train and 0 < STRIP * min(h, w) < max(h, w):
+                            strips.append((h, w, f"{path}: {example.record.image_path} "
+                                                 f"(record {n - 1})"))
+                        val_boxes += 0 if is_train else sum(
+                            not b.is_crowd for b in example.record.boxes)
             except AnnotationError as e:
                 raise AnnotationError(f"training data: {e}") from None
             count += n if is_train else 0
+            val_images += 0 if is_train else n
+    if label_map is not None and cfg.train.eval_every and val_images and not val_boxes:
+        raise ConfigError(
+            f"data.val {cfg.data.val}: its {val_images} image(s) hold no box (negatives only), so "
+            f"the evaluation every {cfg.train.eval_every} steps (train.eval_every) has no AP to "
+            "measure; put images with boxes in the val split (convert again, e.g. --split "
+            "0.8,0.1,0.1), set data.val to other shards, or set train.eval_every=0.")
     return count
+
+
+def check_strips(cfg: config_lib.PipelineConfig, strips: list) -> None:
+    """Raise AnnotationError for a training image (``(height, width, name)`` from
+    :func:`check_shards`) so much longer than wide that Model Garden's input pipeline, which
+    resizes its long side to ``model.input_size`` (times ``data.scale_min`` at most jitter),
+    would round its short side to 0 px: TensorFlow fails mid-training ("output dimensions
+    must be positive"). ``od detect``/``evaluate`` pad such strips themselves; training cannot."""
+    side = round(cfg.data.scale_min * cfg.model.input_size) if cfg.model.input_size else 0
+    bad = [(h, w, name) for h, w, name in strips if side and min(h, w) * side / max(h, w) <= 0.5]
+    if bad:
+        h, w, name = max(bad, key=lambda t: max(t[:2]) / min(t[:2]))
+        raise AnnotationError(
+            f"training data: {name} is {w}x{h} px, its long side {max(h, w) / min(h, w):.0f} "
+            f"times its short side ({len(bad)} such image(s)): resized to {side} px along its long side "
+            f"(model.input_size {cfg.model.input_size} x data.scale_min {cfg.data.scale_min:g}) "
+            "its short side becomes 0 px, which training cannot take. Pad such images to at most "
+            f"{STRIP}:1, or cut them into pieces, and convert again.")
 
 
 def check_checkpoints(model_dir: Path, latest: str | None) -> None:

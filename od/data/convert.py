@@ -37,7 +37,7 @@ from od.data import csv as csv_reader
 from od.data import shards as shards_lib
 from od.data.convert_work import encode_chunk
 from od.data.records import SPLITS, ImageAnnotation, ReadResult
-from od.data.split import DEFAULT_RATIOS, assign_splits
+from od.data.split import DEFAULT_RATIOS, assign_splits, empty_split_notes
 from od.data.tfrecord import shard_name
 from od.data.validate import BOX_POLICIES, Problem, check_boxes
 from od.errors import LabelMapError, OdError
@@ -300,11 +300,13 @@ def convert(annotations, out, *, format: str = "voc", images=None, label_map=Non
             ids = sorted(digests)
             groups = duplicates.groups_of([digests[i] for i in ids])
             summary.duplicates = dup_report or duplicates.report(
-                [str(by_id[i].image_path) for i in ids], groups, "bytes")
+                [str(by_id[i].image_path) for i in ids], groups, "bytes",
+                splits=[by_id[i].split for i in ids])
             summary.class_balance = balance_lib.class_balance([by_id[i] for i in ids])
             summary.removed = removed
             summary.skipped = skipped
-            summary.notes = guards.notes({"fixes": summary.fixes})
+            summary.notes = guards.notes({"fixes": summary.fixes}) + empty_split_notes(
+                split, summary.images, any(r.split is None for r in read.records))
             summary.format, summary.to = format, to
             label_map_lib.write(lm, label_map_path(tmp))
             atomic.write_json(tmp / "summary.json", summary.to_json())

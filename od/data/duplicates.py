@@ -70,7 +70,16 @@ def remove_duplicates(records: list[ImageAnnotation], groups: list[list[int]]
     return kept, removed
 
 
-def report(names: list[str], groups: list[list[int]], method: str, removed: int = 0) -> dict:
-    """The ``duplicates`` section of summary.json: ``{method, groups: [[name, ...]], removed}``."""
-    return {"method": method, "groups": [[names[k] for k in g] for g in groups],
-            "duplicate_images": sum(len(g) - 1 for g in groups), "removed": removed}
+def report(names: list[str], groups: list[list[int]], method: str, removed: int = 0,
+           splits: list[str] | None = None) -> dict:
+    """The ``duplicates`` section of summary.json: ``{method, groups: [[name, ...]], removed}``;
+    with ``splits`` (each name's split), also ``across_splits``: the images whose copy lies in
+    an earlier split (train before val before test), which val/test scores would count although
+    the model trained on (or was chosen by) that very picture."""
+    out = {"method": method, "groups": [[names[k] for k in g] for g in groups],
+           "duplicate_images": sum(len(g) - 1 for g in groups), "removed": removed}
+    if splits is not None:
+        order = {"train": 0, "val": 1, "test": 2}
+        out["across_splits"] = sum(order.get(splits[k], 3) > min(order.get(splits[j], 3) for j in g)
+                                   for g in groups for k in g)
+    return out

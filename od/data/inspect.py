@@ -127,7 +127,8 @@ def _plots(records: list[ImageAnnotation], out: Path, samples: int, seed: int) -
 def anchor_report(records: list[ImageAnnotation], config, out: Path) -> dict:
     """Anchor coverage of ``config`` (a PipelineConfig, a YAML path or a list of them) on the
     training records (all records when none has a split), as written and as fitted, and
-    ``out/anchors.png``. Returns the ``anchors`` summary entry. Raises AnchorFitError (no boxes)."""
+    ``out/anchors.png``. Returns the ``anchors`` summary entry (``{"error": message}`` and no
+    plot when the training records hold no box)."""
     from od import anchors
     from od import config as config_lib
 
@@ -136,7 +137,10 @@ def anchor_report(records: list[ImageAnnotation], config, out: Path) -> dict:
         paths = [config] if isinstance(config, (str, os.PathLike)) else list(config)
         cfg = config_lib.load(paths[0] if paths else None, paths[1:])
     train = [r for r in records if r.split in (None, "train")] or records
-    boxes = anchors.BoxSet.from_records(train, "training records")
+    try:
+        boxes = anchors.BoxSet.from_records(train, "training records")
+    except anchors.AnchorFitError as e:  # no boxes: the rest of the inspection still helps
+        return {"error": str(e)}
     report: dict = {}
     try:
         fit = anchors.fit(cfg, boxes)
@@ -262,7 +266,7 @@ def inspect(data: str | os.PathLike, out: str | os.PathLike | None = None, *,
     summary["plots"] = [str(p) for p in _plots(records, out, samples, seed)]
     if config is not None:
         summary["anchors"] = anchor_report(records, config, out)
-        summary["plots"].append(summary["anchors"]["plot"])
+        summary["plots"] += [summary["anchors"]["plot"]] if "plot" in summary["anchors"] else []
     atomic.write_json(out / "summary.json", summary)
     outputs.write_marker(out, "inspect", [*PLOTS, "summary.json"])
     return summary

@@ -70,3 +70,17 @@ def assign_splits(records: list[ImageAnnotation], ratios=DEFAULT_RATIOS, seed: i
             dealt[s] += 1
             chosen[k] = SPLITS[s]
     return [r if r.split is not None else r.replace(split=chosen[k]) for k, r in enumerate(records)]
+
+
+def empty_split_notes(ratios, images: dict, assigned: bool = True) -> list[str]:
+    """The console line for the splits that ``ratios`` give a share but that got no image
+    (``images``: split → images written), e.g. val and test of 0.8,0.1,0.1 with two images;
+    none when no image was split by ratio (``assigned`` False: every source named its split)."""
+    ratios = parse_ratios(ratios)
+    empty = [s for s, r in zip(SPLITS, ratios) if r > 0 and not images.get(s)]
+    if not assigned or not empty:
+        return []
+    return [f"split {' and '.join(empty)} got no image: {sum(images.values())} image(s) are too "
+            f"few for --split {','.join(f'{r:g}' for r in ratios)} (od train's train.eval_every "
+            "needs val images, od evaluate a test split); add images, or name a split's own "
+            "source: --annotations val=PATH"]

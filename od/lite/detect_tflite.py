@@ -152,10 +152,8 @@ class Detector:
         keep = classes > 0
         boxes = to_image_boxes(out["detection_boxes"][0, :n][keep], info, self.input_size)
         scores, classes = out["detection_scores"][0, :n][keep].astype(np.float32), classes[keep]
-        if (ph, pw) == (h, w):
-            return boxes, scores, classes
-        # back to the image inside the padding (od.detections.unpad)
-        boxes = np.clip(boxes * np.array([ph / h, pw / w] * 2, np.float32), 0.0, 1.0)
+        if (ph, pw) != (h, w):  # back to the image inside the padding (od.detections.unpad)
+            boxes = np.clip(boxes * np.array([ph / h, pw / w] * 2, np.float32), 0.0, 1.0)
         inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return boxes[inside], scores[inside], classes[inside]
 
