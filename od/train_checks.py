@@ -175,7 +175,8 @@ def check_strips(cfg: config_lib.PipelineConfig, strips: list) -> None:
         h, w, name = max(bad, key=lambda t: max(t[:2]) / min(t[:2]))
         raise AnnotationError(
             f"training data: {name} is {w}x{h} px, its long side {max(h, w) / min(h, w):.0f} "
-            f"times its short side ({len(bad)} such image(s)): resized to {side} px along its long side "
+            f"times its short side ({len(bad)} such image(s)): resized to {side} px along its "
+            "long side "
             f"(model.input_size {cfg.model.input_size} x data.scale_min {cfg.data.scale_min:g}) "
             "its short side becomes 0 px, which training cannot take. Pad such images to at most "
             f"{STRIP}:1, or cut them into pieces, and convert again.")
