@@ -53,6 +53,12 @@ def _iou(d, g, crowd=False):
     return inter / (da if crowd else da + (g[2] - g[0]) * (g[3] - g[1]) - inter)
 
 
+def _class_boxes(g, cid):
+    """[(pixel box, crowd)] of class ``cid`` in ground truth ``g``."""
+    return [(_px(g.boxes[k], g.width, g.height), bool(g.is_crowd[k]))
+            for k in range(len(g.class_ids)) if g.class_ids[k] == cid]
+
+
 def _greedy(dets, gts, thr):
     """dets: pixel boxes in score order; gts: [(pixel box, crowd)]. Per detection: the index of
     the unmatched non-crowd box of highest IoU >= thr (the last of equal ones, as COCOeval),
@@ -84,8 +90,7 @@ def ref_table(gts, dets, class_ids, iou, thresholds):
         for t in thresholds:
             tp = fp = n_gt = 0
             for g in gts:
-                boxes = [(_px(g.boxes[k], g.width, g.height), bool(g.is_crowd[k]))
-                         for k in range(len(g.class_ids)) if g.class_ids[k] == cid]
+                boxes = _class_boxes(g, cid)
                 n_gt += sum(not c for _, c in boxes)
                 d = dets.get(g.image_id)
                 if d is None:
@@ -157,8 +162,7 @@ def ref_pr50(gts, dets, cid):
     precision made non-increasing from the right. None without non-crowd ground truth."""
     scored, n_gt = [], 0
     for g in sorted(gts, key=lambda g: g.image_id):
-        boxes = [(_px(g.boxes[k], g.width, g.height), bool(g.is_crowd[k]))
-                 for k in range(len(g.class_ids)) if g.class_ids[k] == cid]
+        boxes = _class_boxes(g, cid)
         n_gt += sum(not c for _, c in boxes)
         d = dets.get(g.image_id)
         if d is None:
