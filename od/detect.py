@@ -255,6 +255,19 @@ def _detect_all(detector, images: list[np.ndarray], batch_size: int, tile: int,
     return found
 
 
+def _tileable(item: tuple, tile: int, overlap: float) -> tuple:
+    """``(path, image, reason)`` as it is, or with the image dropped and the reason given when
+    it needs more than ``tiling.MAX_TILES`` windows (the reason names a tile size that fits)."""
+    path, image, _ = item
+    if image is None:
+        return item
+    try:
+        tiling.windows(image.shape[1], image.shape[0], tile, overlap)
+    except OdError as e:
+        return path, None, str(e)
+    return item
+
+
 def auto_workers() -> int:
     """Decode/write threads for ``detect_folder`` on this machine: ``min(4, cores - 2)``, 0 on
     2 cores or fewer, where TensorFlow's two threads use the cores and extra threads only
@@ -336,6 +349,8 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
         # decoded ahead: enough to keep the decode threads busy (without threads, the next one)
         stream = _decoded(decode_pool, files, 2 * workers if workers else 1)
         for chunk in _chunks(stream, window, WINDOW_PIXELS):
+            if tile:  # a photo needing over MAX_TILES windows is skipped, not the whole folder
+                chunk = [_tileable(c, tile, tile_overlap) for c in chunk]
             ok = [c for c in chunk if c[1] is not None]
             dets = iter(_detect_all(detector, [c[1] for c in ok], int(batch_size), tile,
                                     tile_overlap))

@@ -311,3 +311,23 @@ def test_evaluate_with_tiles_scores_what_od_detect_tile_finds(tiny_run, tmp_path
     code = main(["evaluate", "--model", str(tmp_path / "no_model"), "--data", str(root / "data"),
                  "--out", str(tmp_path / "ev2"), "--tile", "8"])
     assert code == 2
+
+
+def test_detect_folder_skips_a_photo_over_the_tile_limit_and_does_the_rest(tiny_run, tmp_path,
+                                                                            monkeypatch):
+    """A photo needing more than MAX_TILES windows used to stop the whole folder run (no
+    detections.json); it is now listed under skipped with the message, the others detected."""
+    from PIL import Image
+
+    from od.detect import detect_folder
+
+    root, _ = tiny_run
+    monkeypatch.setattr(tiling, "MAX_TILES", 4)
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    Image.new("RGB", (80, 64), (90, 120, 200)).save(pics / "big.png")   # 3 x 2 = 6 windows
+    Image.new("RGB", (40, 32), (90, 120, 200)).save(pics / "small.png")  # 2 x 1 = 2 windows
+    detect_folder(root / "run", pics, tmp_path / "out", tile=32, progress=False)
+    doc = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert [e["image"] for e in doc["images"]] == ["small.png"]
+    assert doc["skipped"][0]["image"] == "big.png" and "--tile" in doc["skipped"][0]["reason"]
