@@ -7,6 +7,7 @@ atomically (:func:`od.atomic.atomic_path`): it appears under its name only when 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,14 @@ MAX_ANNOTATED_CELLS = 30
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Write a ``matplotlib.figure.Figure`` as PNG to ``path`` atomically, through the Agg canvas
     (no pyplot, no global backend). The one figure writer of `od` (evaluation and dataset plots).
-    Returns ``path`` as a Path."""
+    Returns ``path`` as a Path. A class name in a script the font lacks (CJK with DejaVu Sans) is
+    drawn as boxes, without matplotlib's warning per glyph on the console (the names stay exact in
+    the JSON and CSV outputs)."""
     FigureCanvasAgg(fig)
-    with atomic.atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     return Path(path)
-
 
 
 def _nan(values) -> np.ndarray:

@@ -52,3 +52,21 @@ def test_save_figure_writes_a_png_and_leaves_no_temporaries(tmp_path):
     path = plots.save_figure(fig, tmp_path / "sub" / "f.png", dpi=50)
     _png_ok(path)
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["f.png"]
+
+
+def test_a_class_name_the_font_lacks_draws_without_a_warning_per_glyph(tmp_path):
+    """A CJK class name with DejaVu Sans: matplotlib warned once per glyph on the console."""
+    import warnings
+
+    from matplotlib.figure import Figure
+
+    from od.plots import save_figure
+    fig = Figure()
+    ax = fig.subplots()
+    ax.barh([0], [1])
+    ax.set_yticks([0], ["熊猫"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_figure(fig, tmp_path / "cjk.png")
+    assert not [w for w in caught if "Glyph" in str(w.message)]
+    assert (tmp_path / "cjk.png").read_bytes()[:4] == b"\x89PNG"
