@@ -294,7 +294,7 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
       format: which model of the export folder runs (``Detector``).
       overwrite: write into an existing folder that is not a previous detect output (files of
         the same names are replaced, nothing else; od.outputs).
-      tile: > 0: also detect on overlapping ``tile`` px tiles and merge with NMS
+      tile: > 0: also detect on overlapping ``tile`` px tiles and merge them
         (``od.tiling.detect_tiled``), for small objects in large photos; tile_overlap: fraction.
       checkpoint: with a run folder of ``od train`` as ``model``: best, latest or a checkpoint
         path (None: best when ``RUN/best/`` exists, else latest), run in memory.
