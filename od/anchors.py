@@ -66,20 +66,21 @@ class BoxSet:
     @classmethod
     def from_records(cls, records, where: str = "dataset") -> "BoxSet":
         """From ``ImageAnnotation`` records. Raises AnchorFitError when there is no box."""
+        # zero width or height: the parser drops them before matching
+        kept = [[b for b in r.boxes if b.yxyx[2] > b.yxyx[0] and b.yxyx[3] > b.yxyx[1]]
+                for r in records]
         rows = [(b.yxyx, (r.height, r.width), b.label, Path(r.image_path).name)
-                for r in records for b in r.boxes]
-        n_all = len(rows)  # zero width or height: the parser drops them before matching
-        rows = [row for row in rows if row[0][2] > row[0][0] and row[0][3] > row[0][1]]
+                for r, boxes in zip(records, kept) for b in boxes]
         if not rows:
+            n_all = sum(len(r.boxes) for r in records)
             empty = f", {n_all} of zero width or height" if n_all else ""
             raise AnchorFitError(f"{where}: the training data has no boxes ({len(records)} "
                                  f"images{empty}), so there is nothing to detect or fit anchors "
                                  "to, whatever model.anchor_fit says. Convert annotations "
                                  "that contain boxes (od data inspect shows the counts).")
         b, hw, lab, nm = zip(*rows)
-        counts = [(sum(b.yxyx[2] > b.yxyx[0] and b.yxyx[3] > b.yxyx[1] for b in r.boxes),
-                   str(r.image_path)) for r in records]
-        most, most_image = max(counts, key=lambda c: c[0])
+        k = max(range(len(records)), key=lambda i: len(kept[i]))  # the most crowded (first)
+        most, most_image = len(kept[k]), str(records[k].image_path)
         return cls(np.asarray(b, np.float64), np.asarray(hw, np.int64), lab, nm, most, most_image)
 
     @classmethod

@@ -326,8 +326,7 @@ def detect_folder(model: str | os.PathLike, images: str | os.PathLike, out: str 
     batch_size = BATCH_SIZE if batch_size is None else batch_size
     if int(batch_size) < 1:
         raise OdError(f"--batch-size {batch_size} must be >= 1 (1: one image at a time).")
-    t = tile or tiling.MIN_TILE  # bad tile/overlap fail before any work (overlap without tile too)
-    tiling.windows(t, t, t, tile_overlap)
+    tiling.check_options(tile, tile_overlap)  # before any work (overlap without tile too)
     detector = _run_detector(model, checkpoint) or Detector(model, format)
     lm = detector.label_map
     if others and progress:

@@ -39,6 +39,11 @@ class Detections:
                    np.asarray(class_ids, np.int32).reshape(-1), int(width), int(height))
 
     @classmethod
+    def empty(cls) -> "Detections":
+        """No detections (an image the model found nothing in)."""
+        return cls.make(np.zeros((0, 4)), [], [])
+
+    @classmethod
     def from_outputs(cls, outputs, width: int, height: int) -> "Detections":
         """The first image of a Model Garden detection output dict (``detection_boxes``
         [N, K, 4] yxyx normalised, ``detection_scores`` [N, K], ``detection_classes`` [N, K],
@@ -88,9 +93,10 @@ class GroundTruth:
                    np.asarray(class_ids, np.int32).reshape(-1), crowd, name)
 
 
-def _with_area(d: Detections) -> np.ndarray:
-    """bool [K]: the boxes of ``d`` with positive area (not clipped flat to an image edge)."""
-    return (d.boxes[:, 2] > d.boxes[:, 0]) & (d.boxes[:, 3] > d.boxes[:, 1])
+def _with_area(boxes: np.ndarray) -> np.ndarray:
+    """bool [K]: the ``boxes`` (float [K, 4] yxyx) with positive area (not clipped flat to an
+    image edge)."""
+    return (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
 
 
 def _partner(iou: np.ndarray, same: np.ndarray) -> tuple[int, float]:
@@ -128,7 +134,7 @@ def compare(reference: Detections, candidate: Detections, *, max_score_diff: flo
     """
     from official.vision.ops import box_ops
 
-    ra, ca = _with_area(reference), _with_area(candidate)
+    ra, ca = _with_area(reference.boxes), _with_area(candidate.boxes)
     ref = Detections(reference.boxes[ra], reference.scores[ra], reference.class_ids[ra])
     got = Detections(candidate.boxes[ca], candidate.scores[ca], candidate.class_ids[ca])
     rank_r, rank_c = np.flatnonzero(ra), np.flatnonzero(ca)  # index before the zero-area drop
@@ -197,7 +203,7 @@ def unpad(det: Detections, width: int, height: int) -> Detections:
     if (det.width, det.height) != (width, height):
         scale = np.array([det.height / height, det.width / width] * 2, np.float32)
         boxes = np.clip(det.boxes * scale, 0.0, 1.0)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    keep = _with_area(boxes)
     if boxes is det.boxes and keep.all():
         return det
     return Detections(boxes[keep], det.scores[keep], det.class_ids[keep], int(width), int(height))

@@ -141,8 +141,7 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
     from od.eval_inputs import check_options, load_model, read_data
 
     check_options(min_score, max_images, iou_threshold)
-    t = tile or tiling.MIN_TILE  # bad --tile / --tile-overlap: refused before anything loads
-    tiling.windows(t, t, t, tile_overlap)
+    tiling.check_options(tile, tile_overlap)  # refused before anything loads
     if out:  # a user's --out is checked before anything loads; the default is od's own folder
         outputs.prepare_out(out, inputs=[model_dir, data, images, label_map],
                             command="evaluate", overwrite=overwrite)
@@ -162,7 +161,8 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
         print(f"note: {sum(ds.unknown_classes.values())} box(es) of "
               f"{len(ds.unknown_classes)} class(es) the model does not know are not scored: "
               f"{', '.join(ds.unknown_classes)}", flush=True)
-    if progress and not ds.summary()["boxes"]:
+    data_summary = ds.summary()
+    if progress and not data_summary["boxes"]:
         where = f"{data}" + (f" (split {ds.split})" if ds.split else "")
         print(f"note: the {len(ds.records)} image(s) of {where} hold no box of the model's "
               "classes, so AP and AR are undefined (null); only false positives are counted. "
@@ -186,7 +186,7 @@ def evaluate(model_dir: str | os.PathLike, data: str, out: str | os.PathLike | N
     report["plots"] = {k: str(v) for k, v in plots.write_report(report, out).items()}
     report["checkpoint"] = model.checkpoint
     report["data"] = ds.source
-    report["data_summary"] = ds.summary()
+    report["data_summary"] = data_summary
     report["model"] = {"path": model.path, "kind": model.kind, "format": model.format}
     if tile:
         report["tiles"] = {"tile": int(tile), "overlap": float(tile_overlap)}

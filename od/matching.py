@@ -49,10 +49,6 @@ def _greedy_match(ious: np.ndarray, crowd: np.ndarray, iou: float):
     return det_to_gt, ignored
 
 
-def _empty_dets() -> Detections:
-    return Detections.make(np.zeros((0, 4)), [], [])
-
-
 def _counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict:
     def ratio(a, b):
         return [float(x / y) if y else None for x, y in zip(a, b)]
@@ -69,7 +65,7 @@ def threshold_rows(inp, iou: float, t: np.ndarray) -> dict:
     parts = {cid: ([np.zeros(0, np.float32)], [np.zeros(0, bool)], [np.zeros(0, bool)], [0])
              for cid in inp.class_ids}  # per class: scores, is_tp, is_fp, num non-crowd GT
     for gt in inp.gts:
-        d = inp.dets.get(gt.image_id, _empty_dets())
+        d = inp.dets.get(gt.image_id, Detections.empty())
         for cid in np.union1d(d.class_ids, gt.class_ids).tolist():
             dm, gm = d.class_ids == cid, gt.class_ids == cid
             crowd = crowd_mask(gt)[gm]
@@ -102,7 +98,7 @@ def confusion_rows(inp, iou: float, min_score: float) -> dict:
     bg = len(inp.class_ids)
     m = np.zeros((bg + 1, bg + 1), np.int64)
     for gt in inp.gts:
-        d = inp.dets.get(gt.image_id, _empty_dets()).above(np.float32(min_score))  # as scores
+        d = inp.dets.get(gt.image_id, Detections.empty()).above(np.float32(min_score))  # as scores
         crowd = crowd_mask(gt)
         ious = _ious(normalized_to_xywh(d.boxes, gt.width, gt.height),
                      normalized_to_xywh(gt.boxes, gt.width, gt.height), crowd)

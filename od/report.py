@@ -141,8 +141,7 @@ def _gallery(data, detections, label_map, iou: float, min_score: float) -> str:
     figs = []
     for r in worst:
         gt = data.groundtruth[r["index"]]
-        det = detections.get(gt.image_id)  # an image without detections may be absent
-        det = Detections.make(np.zeros((0, 4)), [], []) if det is None else det
+        det = detections.get(gt.image_id, Detections.empty())  # absent: none found
         pic = draw(data.image(r["index"]), gt, det, label_map, min_score)
         buf = io.BytesIO()
         pic.save(buf, format="JPEG", quality=85)

@@ -58,6 +58,12 @@ def _check(tile, overlap) -> tuple[int, float]:
     return int(tile), float(overlap)
 
 
+def check_options(tile, overlap) -> None:
+    """Refuse a bad ``--tile`` / ``--tile-overlap`` before any work (OdError as ``windows``);
+    ``tile`` 0 (no tiles) is allowed, its overlap checked all the same."""
+    _check(tile or MIN_TILE, overlap)
+
+
 def _starts(n: int, tile: int, step: int) -> list[int]:
     if n <= tile:
         return [0]

@@ -102,7 +102,7 @@ def test_run_savedmodel_frozen_graph_and_tflite_give_the_same_ap50(models):
         for k, rec in enumerate(ds.records):
             det = run.predict(ds.image(k))
             # the 3 best boxes with an area (a box clipped flat to the image's edge is no label)
-            for y0, x0, y1, x1 in det.boxes[_with_area(det)][:3]:
+            for y0, x0, y1, x1 in det.boxes[_with_area(det.boxes)][:3]:
                 w.writerow([rec.image_path.name, rec.width, rec.height, "shape",
                             x0 * rec.width, y0 * rec.height, x1 * rec.width, y1 * rec.height])
     pseudo = _ap50(root, root / "pseudo.csv", "pseudo", images=root / "raw" / "images")

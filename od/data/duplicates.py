@@ -14,7 +14,7 @@ from pathlib import Path
 
 from od.data import parallel
 from od.data.images import pixel_md5
-from od.data.records import ImageAnnotation
+from od.data.records import SPLITS, ImageAnnotation
 from od.errors import ImageError
 
 
@@ -79,7 +79,7 @@ def report(names: list[str], groups: list[list[int]], method: str, removed: int 
     out = {"method": method, "groups": [[names[k] for k in g] for g in groups],
            "duplicate_images": sum(len(g) - 1 for g in groups), "removed": removed}
     if splits is not None:
-        order = {"train": 0, "val": 1, "test": 2}
+        order = {s: k for k, s in enumerate(SPLITS)}  # train before val before test
         out["across_splits"] = sum(order.get(splits[k], 3) > min(order.get(splits[j], 3) for j in g)
                                    for g in groups for k in g)
     return out
