@@ -165,16 +165,11 @@ def _image_size(r) -> tuple[int, int, int]:
     training), an image file upright (``od.data.images.decode_rgb``). Reads the header, and
     decodes a JPEG that lacks its end marker (cut off?) as ``od data convert`` does.
     Raises ImageError (missing, undecodable or truncated file or bytes, named)."""
-    from od.data import images  # its header helpers: the same checks as convert's
+    from od.data.images import header  # the same checks as convert's
     stored = r.image_data is not None
     path = Path(f"{r.source or r.image_path}") if stored else Path(r.image_path)
-    data = r.image_data if stored else images.read_bytes(path)
-    img = images._open(path, data)
-    if img.format == "JPEG" and not images._is_complete_jpeg(data):
-        images._load(path, img)
-    orientation = 1 if stored else images._orientation(img)
-    orientation = orientation if 1 <= orientation <= 8 else 1
-    w, h = img.size
+    w, h, orientation = header(path, r.image_data, complete=True)
+    orientation = 1 if stored else orientation
     return (h, w, orientation) if orientation in (5, 6, 7, 8) else (w, h, orientation)
 
 

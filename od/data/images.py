@@ -148,19 +148,36 @@ def probe(path: str | os.PathLike, upright: bool = True) -> tuple[int, int]:
     Raises:
       ImageError: missing, unreadable or undecodable file, or a decompression bomb.
     """
+    w, h, orientation = header(path)
+    return (h, w) if upright and orientation in (5, 6, 7, 8) else (w, h)
+
+
+def header(path: str | os.PathLike, data: bytes | None = None, *,
+           complete: bool = False) -> tuple[int, int, int]:
+    """``(width, height, orientation)``: the stored pixels' size and the EXIF orientation (1-8; 1
+    when absent or malformed), reading only the header of ``data`` (else the file at ``path``,
+    which also names it in errors). ``complete``: a JPEG without its end marker (cut off?) is
+    fully decoded, as ``encode_for_training`` does, so a truncated file is an error here too.
+
+    Raises:
+      ImageError: missing, unreadable, undecodable (or, with ``complete``, truncated) image, or
+        a decompression bomb.
+    """
     path = Path(path)
-    img = _open(path, read_bytes(path))
-    w, h = img.size
-    if upright and _orientation(img) in (5, 6, 7, 8):
-        w, h = h, w
-    return w, h
+    data = read_bytes(path) if data is None else data
+    img = _open(path, data)
+    if complete and img.format == "JPEG" and not _is_complete_jpeg(data):
+        _load(path, img)
+    return img.width, img.height, _orientation(img)
 
 
 def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation 1-8 of ``img``; 1 when absent, out of range or malformed."""
     try:
-        return int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+        value = int(img.getexif().get(_EXIF_ORIENTATION, 1) or 1)
     except Exception:  # malformed EXIF block: treat as upright, as most decoders do
         return 1
+    return value if 1 <= value <= 8 else 1
 
 
 def _is_complete_jpeg(data: bytes) -> bool:
@@ -189,7 +206,6 @@ def encode_for_training(path: str | os.PathLike, data: bytes | None = None, *,
     data = read_bytes(path) if data is None else data
     img = _open(path, data)
     orientation = _orientation(img)
-    orientation = orientation if 1 <= orientation <= 8 else 1
     reason = ""
     if img.format != "JPEG":
         reason = f"{img.format or 'unknown'} image"
