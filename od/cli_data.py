@@ -55,7 +55,7 @@ def add_data_commands(sub) -> None:
     i.add_argument("--format", choices=["voc", "coco", "csv", "automl", "tfrecord"],
                    help="format of DATA when it is not a TFRecord folder")
     i.add_argument("--images", help="images folder for an annotation source")
-    i.add_argument("--out", help="output folder (default DATA/inspect)")
+    i.add_argument("--out", help="output folder (default DATA/inspect for a folder od data convert wrote, else DATA_inspect beside DATA)")
     i.add_argument("--samples", type=int, default=16, help="images in the sample grid")
     i.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     i.add_argument("--config", action="append", default=[],

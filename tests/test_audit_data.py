@@ -241,18 +241,41 @@ def test_awkward_class_names_survive_the_written_label_map(tmp_path, capsys):
 
 # ---- a user's files --------------------------------------------------------------------------
 def test_inspect_default_folder_never_overwrites_the_users_own_files(tmp_path, capsys):
-    _img(tmp_path / "a.jpg")
-    (tmp_path / "a.xml").write_text(_xml())
-    mine = tmp_path / "inspect" / "summary.json"
+    """A raw annotation folder is never written into: the default output is a sibling
+    `<name>_inspect`, refused when it holds a user's files, replaced when od wrote it."""
+    data = tmp_path / "voc"
+    data.mkdir()
+    _img(data / "a.jpg")
+    (data / "a.xml").write_text(_xml())
+    mine = tmp_path / "voc_inspect" / "summary.json"
     mine.parent.mkdir()
     mine.write_text("my notes")
-    assert main(["data", "inspect", str(tmp_path), "--format", "voc"]) == 2
+    assert main(["data", "inspect", str(data), "--format", "voc"]) == 2
     assert "not an output of od" in capsys.readouterr().err and mine.read_text() == "my notes"
     mine.unlink()
     mine.parent.rmdir()
     for _ in range(2):  # its own previous output is replaced without --overwrite
-        assert main(["data", "inspect", str(tmp_path), "--format", "voc"]) == 0
+        assert main(["data", "inspect", str(data), "--format", "voc"]) == 0
     assert json.loads(mine.read_text())["images"] == 1
+    assert sorted(p.name for p in data.iterdir()) == ["a.jpg", "a.xml"]
+
+
+def test_inspect_default_folder_is_inside_only_a_folder_od_converted(tmp_path, capsys):
+    from od.data.inspect import default_out
+    data = tmp_path / "voc"
+    data.mkdir()
+    _img(data / "a.jpg")
+    (data / "a.xml").write_text(_xml())
+    out = tmp_path / "tf"
+    assert main(["data", "convert", "--format", "voc", "--images", str(data), "--annotations",
+                 str(data), "--out", str(out), "--workers", "1", "--split", "1,0,0"]) == 0
+    assert default_out(out) == out / "inspect"
+    assert default_out(data) == tmp_path / "voc_inspect"
+    assert default_out(data / "a.xml") == data / "a_inspect"  # a file: beside it, as before
+    assert default_out(data / "*.tfrecord") == tmp_path / "voc_inspect"  # no literal '*' folder
+    assert default_out(out / "train-*.tfrecord") == out / "inspect"
+    assert main(["data", "inspect", str(out / "train*")]) == 0
+    assert (out / "inspect" / "summary.json").is_file()
 
 
 def test_a_png_keeps_its_name_in_the_tfrecord_and_becomes_a_jpg_file_in_a_folder(tmp_path,

@@ -3,7 +3,9 @@
 Input: a converted TFRecord folder (``od data convert`` output, or OD API ``*.record`` files), or
 any annotation source with its ``format`` (as ``od data convert`` takes it).
 
-Output folder (default ``DATA/inspect/`` for a folder, ``<name>_inspect/`` beside a file)::
+Output folder (default: ``DATA/inspect/`` inside a folder that ``od data convert`` wrote; else
+``<name>_inspect/`` beside the folder, file or glob's folder, so a user's own annotation folder or
+OD API records are never written into)::
 
     summary.json          images/boxes per split and class, negatives, image sizes, box size and
                           aspect-ratio percentiles (pixels), class balance
@@ -21,6 +23,7 @@ notebooks), written atomically by :func:`od.plots.save_figure`; the sample grid 
 """
 from __future__ import annotations
 
+import glob
 import io
 import os
 import random
@@ -234,6 +237,22 @@ def _anchor_plot(boxes, fit, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def default_out(data: Path) -> Path:
+    """``od data inspect``'s output folder when ``--out`` is not given.
+
+    ``DATA/inspect`` for a folder od wrote (``od data convert``'s marker); ``<name>_inspect``
+    beside any other folder, beside a file (its stem), or beside a glob's folder."""
+    from od import outputs
+    if glob.has_magic(str(data)):
+        data = next(p for p in data.parents if not glob.has_magic(str(p)))
+    if data.is_dir():
+        if outputs.output_of(data) == "convert":
+            return data / "inspect"
+        data = Path(os.path.abspath(data))
+        return data.with_name(data.name + "_inspect") if data.name else data / "inspect"
+    return data.with_name(data.stem + "_inspect")
+
+
 def inspect(data: str | os.PathLike, out: str | os.PathLike | None = None, *,
             format: str | None = None, images=None, samples: int = 16, seed: int = 0,
             overwrite: bool = False, config=None) -> dict:
@@ -257,9 +276,9 @@ def inspect(data: str | os.PathLike, out: str | os.PathLike | None = None, *,
     data = Path(data)
     default = out is None
     if default:
-        out = data / "inspect" if data.is_dir() else data.with_name(data.stem + "_inspect")
+        out = default_out(data)
     outputs.prepare_out(out, inputs=[data, images], command="inspect",
-                        overwrite=overwrite, inside_ok=[data] if default else [])
+                        overwrite=overwrite, inside_ok=[out.parent] if default else [])
     records = _read(data, format, images)
     out = outputs.start_output(out, "inspect")
     summary = summarize(records)
