@@ -225,12 +225,11 @@ def _fine_tune(cfg, lm, model_dir: Path, progress: bool, log) -> TrainResult:
     # before any TensorFlow op (the anchor check runs some): MultiWorkerMirroredStrategy's
     # collective ops must be configured at program start-up
     strategy = make_strategy(cfg.runtime)
-    strips: list = []
-    images = check_shards(cfg, lm, strips)
-    cfg = steps_from_epochs(cfg, images, log)
+    shards = check_shards(cfg, lm)
+    cfg = steps_from_epochs(cfg, shards.images, log)
     from od import anchors  # anchor coverage printed, anchors fitted (model.anchor_fit)
     cfg = anchors.prepare_training(cfg, model_dir, log=log)
-    train_checks.check_strips(cfg, strips)
+    train_checks.check_strips(cfg, shards.strips)
     given = cfg.train.fine_tune_checkpoint
     ckpt = checkpoints.resolve("" if given.lower() == "none" else given)
     cfg = replace(cfg, train=replace(cfg.train, fine_tune_checkpoint=ckpt or "none"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from od import config as config_lib
@@ -121,21 +122,27 @@ def _check_classes(path: str, k: int, example, label_map) -> None:
                                 f"{cid} {item.name!r}. {fix}")
 
 
-def check_shards(cfg: config_lib.PipelineConfig, label_map=None, strips: list | None = None
-                 ) -> int:
+@dataclass(frozen=True)
+class ShardCheck:
+    """What :func:`check_shards` found: ``images``, the number of training examples;
+    ``strips``, ``(height, width, name)`` (pixels) of each training image more than ``STRIP``
+    times longer than wide (read only with a label map), for :func:`check_strips`."""
+    images: int
+    strips: tuple[tuple[int, int, str], ...] = ()
+
+
+def check_shards(cfg: config_lib.PipelineConfig, label_map=None) -> ShardCheck:
     """Read every training and validation shard once, checking its framing and checksums, so a
     corrupt shard is an AnnotationError naming it before training starts (TensorFlow would fail
     much later with a DataLossError that does not name the file); with ``label_map``, also that
     every box's class id (and stored name) is the label map's (LabelMapError naming the shard,
     the image and the id), and, with ``train.eval_every``, that the validation shards hold a box
-    (ConfigError: negatives only leave AP undefined); ``strips`` (a list, with ``label_map``)
-    gets ``(height, width, name)`` of each training image more than ``STRIP`` times longer than
-    wide, for :func:`check_strips`. Returns the number of training examples."""
+    (ConfigError: negatives only leave AP undefined). Returns a :class:`ShardCheck`."""
     import glob
 
     from od.data import tfrecord, tfrecord_io
 
-    count, val_images, val_boxes = 0, 0, 0
+    count, val_images, val_boxes, strips = 0, 0, 0, []
     for pattern, is_train in ((cfg.data.train, True), (cfg.data.val, False)):
         for path in sorted(glob.glob(pattern)) if pattern else []:
             n = 0
@@ -145,7 +152,7 @@ def check_shards(cfg: config_lib.PipelineConfig, label_map=None, strips: list | 
                         example = tfrecord.parse_example(record, path)
                         _check_classes(path, n - 1, example, label_map)
                         h, w = example.record.height, example.record.width
-                        if strips is not None and is_train and 0 < STRIP * min(h, w) < max(h, w):
+                        if is_train and 0 < STRIP * min(h, w) < max(h, w):
                             strips.append((h, w, f"{path}: {example.record.image_path} "
                                                  f"(record {n - 1})"))
                         val_boxes += 0 if is_train else sum(
@@ -160,12 +167,12 @@ def check_shards(cfg: config_lib.PipelineConfig, label_map=None, strips: list | 
             f"the evaluation every {cfg.train.eval_every} steps (train.eval_every) has no AP to "
             "measure; put images with boxes in the val split (convert again, e.g. --split "
             "0.8,0.1,0.1), set data.val to other shards, or set train.eval_every=0.")
-    return count
+    return ShardCheck(count, tuple(strips))
 
 
-def check_strips(cfg: config_lib.PipelineConfig, strips: list) -> None:
-    """Raise AnnotationError for a training image (``(height, width, name)`` from
-    :func:`check_shards`) so much longer than wide that Model Garden's input pipeline, which
+def check_strips(cfg: config_lib.PipelineConfig, strips) -> None:
+    """Raise AnnotationError for a training image (``(height, width, name)``, as in
+    :attr:`ShardCheck.strips`) so much longer than wide that Model Garden's input pipeline, which
     resizes its long side to ``model.input_size`` (times ``data.scale_min`` at most jitter),
     would round its short side to 0 px: TensorFlow fails mid-training ("output dimensions
     must be positive"). ``od detect``/``evaluate`` pad such strips themselves; training cannot."""

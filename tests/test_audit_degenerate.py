@@ -83,10 +83,10 @@ def test_train_refuses_eval_every_on_a_val_split_of_negatives_only(tmp_path):
     with pytest.raises(ConfigError, match=r"2 image\(s\) hold no box .*train.eval_every=0"):
         train_checks.check_shards(cfg, lm)
     cfg_off = config_lib.set_key(cfg, "train.eval_every", 0)
-    assert train_checks.check_shards(cfg_off, lm) == 3  # no evaluation: nothing to refuse
+    assert train_checks.check_shards(cfg_off, lm).images == 3  # no evaluation: nothing to refuse
     ok, lm_ok = experiment.resolve(config_lib.load(CONFIG, overrides=[
         f"data.train={_shards(tmp_path / 'b', val_negatives=False)}", "train.eval_every=10"]))
-    assert train_checks.check_shards(ok, label_map.read(ok.data.label_map)) == 3
+    assert train_checks.check_shards(ok, label_map.read(ok.data.label_map)).images == 3
 
 
 def test_periodic_eval_prints_na_when_no_box_was_scored(monkeypatch, tmp_path):
@@ -124,8 +124,7 @@ def test_train_refuses_a_strip_whose_short_side_would_resize_to_zero(tmp_path):
     convert(src, tmp_path / "data", format="csv", images=images, split=(1, 0, 0), workers=1)
     cfg, lm = experiment.resolve(config_lib.load(CONFIG, overrides=[
         f"data.train={tmp_path / 'data'}", "model.input_size=128"]))
-    strips: list = []
-    train_checks.check_shards(cfg, lm, strips)
+    strips = train_checks.check_shards(cfg, lm).strips
     assert sorted((h, w) for h, w, _ in strips) == [(3, 5000), (50, 2000)]
     with pytest.raises(AnnotationError, match=r"scan.jpg .*5000x3 px.*1 such image.*Pad"):
         train_checks.check_strips(cfg, strips)

@@ -206,7 +206,7 @@ def test_epochs_give_steps_from_the_number_of_images(data):
     cfg, _ = experiment.resolve(config_lib.load(QUICK, overrides=[
         f"data.train={data}", "train.epochs=2.5", "train.batch_size=4"]))
     notes = []
-    images = train.check_shards(cfg)
+    images = train.check_shards(cfg).images
     assert images == 8
     assert train.steps_from_epochs(cfg, images, notes.append).train.steps == 5  # 2.5 * 8 / 4
     assert "train.steps = 5" in notes[0]
