@@ -86,6 +86,7 @@ class TrainConfig:
     fine_tune_checkpoint: str = ""   # checkpoint dir, prefix, tarball, file:// URL or zoo name; none = from scratch on purpose ('' = random init, with a note)
     fine_tune_checkpoint_type: str = "backbone"  # backbone, detector or full (see FINE_TUNE_PARTS)
     freeze_backbone: bool = False
+    freeze_at: int = 0               # backbone layers up to output stride 2**freeze_at kept as the checkpoint has them (weights and BatchNorm statistics; Detectron2's FREEZE_AT): 0 none, 1 the stem, 2 up to stride 4; only when a checkpoint gives the backbone
     steps_per_loop: int = 10         # steps between progress/TensorBoard updates
     checkpoint_every: int = 100      # steps; a multiple of steps_per_loop
     max_checkpoints: int = 3         # checkpoints kept in the run folder

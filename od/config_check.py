@@ -52,6 +52,7 @@ RANGES = {
     "train.l2_weight_decay": (0, None, True, True),
     "train.max_checkpoints": (1, None, True, True),
     "train.eval_every": (0, None, True, True),
+    "train.freeze_at": (0, 5, True, True),  # output stride 2**freeze_at: 1 to 32 px
     "train.seed": (0, 2 ** 32 - 1, True, True),  # NumPy's seed range (0 = no seed)
     "train.lr_decay_steps": (0, None, True, True),
     "train.lr_decay_rate": (0, None, False, True),

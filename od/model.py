@@ -147,6 +147,41 @@ def build_model(cfg: config_lib.PipelineConfig, params=None):
     return factory.build_retinanet(input_specs=specs, model_config=params.task.model)
 
 
+def freeze_early_layers(backbone, freeze_at: int) -> int:
+    """Keep the backbone's first layers as they are (``train.freeze_at``, Detectron2's
+    ``FREEZE_AT``): every layer before the first whose output is coarser than stride
+    ``2**freeze_at`` (pixels of the input per output cell) gets ``trainable = False``, so its
+    weights take no gradient and its BatchNorm layers keep the checkpoint's statistics (Keras
+    runs a non-trainable BatchNormalization in inference mode). Nothing below a frozen layer
+    needs a backward pass, which is where the time is saved. Call before the first training step
+    (Model Garden reads ``model.trainable_variables`` when it traces the step).
+
+    Args:
+      backbone: a Keras functional backbone (``model.backbone`` of a Model Garden detector), its
+        layers in order and its input ``[None, H, W, 3]``.
+      freeze_at: 0 (nothing frozen) to 5.
+    Returns:
+      the number of layers with weights that were frozen.
+    """
+    if freeze_at <= 0:
+        return 0
+    height = backbone.input_shape[1]
+    frozen = 0
+    for layer in backbone.layers:
+        shape = layer.output_shape
+        if isinstance(shape, list) and len(shape) == 1:  # an InputLayer's
+            shape = shape[0]
+        if isinstance(shape, tuple) and len(shape) == 4 and shape[1] and height:
+            if height / shape[1] > 2 ** freeze_at:
+                break
+        elif not isinstance(shape, tuple):  # several outputs (a multi-level block): stop
+            break
+        if layer.weights:
+            layer.trainable = False
+            frozen += 1
+    return frozen
+
+
 #: The checkpoint key ending of an ExponentialMovingAverage slot (the trainer's ``optimizer``).
 _AVERAGE_SLOT = "/.OPTIMIZER_SLOT/optimizer/average/.ATTRIBUTES/VARIABLE_VALUE"
 

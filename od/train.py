@@ -274,6 +274,7 @@ def _fine_tune(cfg, lm, model_dir: Path, progress: bool, log) -> TrainResult:
         trainer = train_utils.create_trainer(params, task, train=True, evaluate=False)
     if ckpt:
         trainer.initialize = _typed_restore(trainer.initialize, ckpt, cfg)
+    _freeze(trainer.model, cfg, bool(ckpt), log)
     hooks: list = []  # od's actions, made once the controller has restored the checkpoint
     runner = train_lib.OrbitExperimentRunner(
         distribution_strategy=strategy, task=task, mode="train", params=params,
@@ -316,6 +317,20 @@ def _fine_tune(cfg, lm, model_dir: Path, progress: bool, log) -> TrainResult:
     if stop is not None:
         log(stop.reason)
     return result
+
+
+def _freeze(model, cfg, restored: bool, log) -> None:
+    """Apply ``train.freeze_at`` to the backbone, only over weights a checkpoint gives."""
+    k = cfg.train.freeze_at
+    if not k or cfg.train.freeze_backbone:
+        return
+    if not restored:
+        log(f"train.freeze_at={k} left out: no train.fine_tune_checkpoint gives the backbone "
+            "its weights, and frozen random layers would never learn")
+        return
+    n = model_lib.freeze_early_layers(model.backbone, k)
+    log(f"train.freeze_at={k}: the backbone's first {n} layers (to stride {2 ** k}) keep the "
+        "checkpoint's weights")
 
 
 def tqdm_write(message: str) -> None:
