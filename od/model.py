@@ -171,10 +171,10 @@ def freeze_early_layers(backbone, freeze_at: int) -> int:
         shape = layer.output_shape
         if isinstance(shape, list) and len(shape) == 1:  # an InputLayer's
             shape = shape[0]
-        if isinstance(shape, tuple) and len(shape) == 4 and shape[1] and height:
-            if height / shape[1] > 2 ** freeze_at:
-                break
-        elif not isinstance(shape, tuple):  # several outputs (a multi-level block): stop
+        # stop at the first layer coarser than the stride, or whose stride cannot be read
+        # (several outputs, a size unknown until run)
+        if not (isinstance(shape, tuple) and len(shape) == 4 and shape[1] and height) or \
+                height / shape[1] > 2 ** freeze_at:
             break
         if layer.weights:
             layer.trainable = False
