@@ -233,12 +233,13 @@ def apply(cfg, anchors: Anchors):
                                       anchor_size=anchors.anchor_size))
 
 
-def prepare_training(cfg, model_dir, log=print):
+def prepare_training(cfg, model_dir, log=print, records=None):
     """At the start of ``od train``: measure (and with ``anchor_fit: auto`` fit) the anchors on
     ``cfg.data.train`` (a resolved shard glob), print one line, warn below ``TARGET`` with the
     overrides that reach it. A run folder with a ``pipeline.yaml`` keeps its anchors (resume).
 
-    Then ``fit_max_detections``.
+    Then ``fit_max_detections``. ``records``: the training examples already read (as
+    ``od.train_checks.ShardCheck.records``, without image bytes); None reads ``cfg.data.train``.
 
     Returns:
       ``cfg`` with concrete ``input_size`` and anchor fields, and ``max_detections`` (saved as
@@ -250,7 +251,8 @@ def prepare_training(cfg, model_dir, log=print):
     from od.layout import PIPELINE_FILE
 
     saved = Path(model_dir) / PIPELINE_FILE
-    boxes = BoxSet.from_tfrecords(cfg.data.train)
+    boxes = (BoxSet.from_tfrecords(cfg.data.train) if records is None
+             else BoxSet.from_records(records, cfg.data.train))
     if saved.is_file() and (cfg.model.anchor_fit == "auto" or cfg.model.input_size == 0):
         cfg = apply(cfg, Anchors.of(config_lib.load(saved).model))  # resume: the run's anchors
         now = coverage(boxes, Anchors.of(cfg.model), match_threshold(cfg))

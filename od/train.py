@@ -228,7 +228,7 @@ def _fine_tune(cfg, lm, model_dir: Path, progress: bool, log) -> TrainResult:
     shards = check_shards(cfg, lm)
     cfg = steps_from_epochs(cfg, shards.images, log)
     from od import anchors  # anchor coverage printed, anchors fitted (model.anchor_fit)
-    cfg = anchors.prepare_training(cfg, model_dir, log=log)
+    cfg = anchors.prepare_training(cfg, model_dir, log=log, records=shards.records)
     train_checks.check_strips(cfg, shards.strips)
     given = cfg.train.fine_tune_checkpoint
     ckpt = checkpoints.resolve("" if given.lower() == "none" else given)

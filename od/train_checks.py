@@ -126,9 +126,13 @@ def _check_classes(path: str, k: int, example, label_map) -> None:
 class ShardCheck:
     """What :func:`check_shards` found: ``images``, the number of training examples;
     ``strips``, ``(height, width, name)`` (pixels) of each training image more than ``STRIP``
-    times longer than wide (read only with a label map), for :func:`check_strips`."""
+    times longer than wide, for :func:`check_strips`; ``records``, the training examples as
+    ``ImageAnnotation`` without their image bytes (boxes ``[ymin, xmin, ymax, xmax]``
+    normalised, labels the label map's names), for the anchor check (``od.anchors.BoxSet``).
+    ``strips`` and ``records`` are filled only with a label map."""
     images: int
     strips: tuple[tuple[int, int, str], ...] = ()
+    records: tuple = ()
 
 
 def check_shards(cfg: config_lib.PipelineConfig, label_map=None) -> ShardCheck:
@@ -137,12 +141,14 @@ def check_shards(cfg: config_lib.PipelineConfig, label_map=None) -> ShardCheck:
     much later with a DataLossError that does not name the file); with ``label_map``, also that
     every box's class id (and stored name) is the label map's (LabelMapError naming the shard,
     the image and the id), and, with ``train.eval_every``, that the validation shards hold a box
-    (ConfigError: negatives only leave AP undefined). Returns a :class:`ShardCheck`."""
+    (ConfigError: negatives only leave AP undefined). Returns a :class:`ShardCheck`; its
+    ``records`` spare the anchor check a second read of the training shards, and hold no image
+    bytes (a dataset larger than memory stays out of it)."""
     import glob
 
     from od.data import tfrecord, tfrecord_io
 
-    count, val_images, val_boxes, strips = 0, 0, 0, []
+    count, val_images, val_boxes, strips, records = 0, 0, 0, [], []
     for pattern, is_train in ((cfg.data.train, True), (cfg.data.val, False)):
         for path in sorted(glob.glob(pattern)) if pattern else []:
             n = 0
@@ -155,6 +161,8 @@ def check_shards(cfg: config_lib.PipelineConfig, label_map=None) -> ShardCheck:
                         if is_train and 0 < STRIP * min(h, w) < max(h, w):
                             strips.append((h, w, f"{path}: {example.record.image_path} "
                                                  f"(record {n - 1})"))
+                        if is_train:
+                            records.append(_slim(example, label_map, f"{path}#{n - 1}"))
                         val_boxes += 0 if is_train else sum(
                             not b.is_crowd for b in example.record.boxes)
             except AnnotationError as e:
@@ -167,7 +175,22 @@ def check_shards(cfg: config_lib.PipelineConfig, label_map=None) -> ShardCheck:
             f"the evaluation every {cfg.train.eval_every} steps (train.eval_every) has no AP to "
             "measure; put images with boxes in the val split (convert again, e.g. --split "
             "0.8,0.1,0.1), set data.val to other shards, or set train.eval_every=0.")
-    return ShardCheck(count, tuple(strips))
+    return ShardCheck(count, tuple(strips), tuple(records))
+
+
+def _slim(example, label_map, source: str):
+    """``example.record`` without its image bytes, each box under the label map's name of its
+    class id (checked by :func:`_check_classes`); its size checked (``od.data.values``)."""
+    import dataclasses
+
+    from od.data import values
+
+    values.image_size(example.record.width, example.record.height,
+                      f"{source}: image/width, height")
+    names = {it.id: it.name for it in label_map.items}
+    boxes = tuple(dataclasses.replace(b, label=names[i])
+                  for b, i in zip(example.record.boxes, example.class_ids))
+    return example.record.replace(boxes=boxes, image_data=None, source=source)
 
 
 def check_strips(cfg: config_lib.PipelineConfig, strips) -> None:

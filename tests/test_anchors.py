@@ -141,6 +141,36 @@ def test_train_start_with_anchor_fit_off_warns_with_overrides(tmp_path):
     assert lines[1].startswith("WARNING: anchor coverage") and "model.anchor_size=" in lines[1]
 
 
+def test_shard_check_records_give_the_same_boxes_without_image_bytes(tmp_path):
+    """`od train` reads the training shards once: check_shards' records (no image bytes, labels
+    the label map's names) give the BoxSet a second read of the shards would, and
+    prepare_training takes them."""
+    from od import synthetic, train_checks
+    from od.data.convert import convert
+
+    synthetic.generate(tmp_path / "raw", 8, size=(80, 64), seed=2)
+    convert(tmp_path / "raw" / "annotations", tmp_path / "data", format="voc",
+            images=tmp_path / "raw" / "images", split=(0.75, 0.25, 0.0))
+    cfg = config.load(CONFIGS / "quickstart_shapes_128.yaml", overrides=[
+        f"data.train={tmp_path / 'data'}", "model.input_size=64"])
+    cfg, lm = experiment.resolve(cfg)
+    check = train_checks.check_shards(cfg, lm)
+    assert len(check.records) == check.images == 6
+    assert all(r.image_data is None for r in check.records)
+    mine = anchors.BoxSet.from_records(check.records)
+    read = anchors.BoxSet.from_tfrecords(cfg.data.train)
+    np.testing.assert_array_equal(mine.boxes, read.boxes)
+    np.testing.assert_array_equal(mine.image_hw, read.image_hw)
+    assert mine.labels == read.labels and set(mine.labels) <= {it.name for it in lm.items}
+    assert (mine.names, mine.most_in_image) == (read.names, read.most_in_image)
+    a, b = ([] for _ in range(2))
+    assert (anchors.prepare_training(cfg, tmp_path / "r1", log=a.append,
+                                     records=check.records).model
+            == anchors.prepare_training(cfg, tmp_path / "r2", log=b.append).model)
+    assert a == b
+    assert train_checks.check_shards(cfg).records == ()  # without a label map: framing only
+
+
 def test_max_detections_made_room_for_the_most_crowded_image():
     """A training image with more objects than model.max_detections: auto raises it to twice the
     count rounded up to 100 and says so; off keeps it and warns with that override; a dataset
