@@ -74,6 +74,12 @@ _IGNORED = (
     ("data_augmentation_options.", "Model Garden's RetinaNet parser has flip and scale jitter "
                                    "only"),
     ("max_detections_per_class", "Model Garden's NMS caps the total (model.max_detections)"),
+    ("freeze_variables", "regular expressions over the OD API's TF1 variable names, which Model "
+                         "Garden's layers do not share: set train.freeze_at=K (the backbone's "
+                         "layers to stride 2^K) or train.freeze_backbone=true"),
+    ("update_trainable_variables", "regular expressions over the OD API's TF1 variable names, "
+                                   "which Model Garden's layers do not share: set "
+                                   "train.freeze_at=K or train.freeze_backbone=true"),
 )
 
 

@@ -86,6 +86,21 @@ def test_ssd_fpn_maps_directly_with_manual_steps(tmp_path):
     assert lr.type == "stepwise" and lr.stepwise.boundaries == [500, 800]
 
 
+def test_freeze_variables_ignored_with_the_od_options(tmp_path):
+    """The OD API's freeze_variables regexes name TF1 variables: listed as ignored, pointing at
+    train.freeze_at / train.freeze_backbone, and nothing is frozen."""
+    p = tmp_path / "pipeline.config"
+    text = RETINANET % MANUAL
+    at = text.index("train_config") + text[text.index("train_config"):].index("{") + 1
+    p.write_text(text[:at] + '\n  freeze_variables: "FeatureExtractor/MobilenetV2/Conv/.*"'
+                 '\n  update_trainable_variables: "BoxPredictor/.*"' + text[at:])
+    imp = odapi.import_config(p)
+    rows = _rows(imp)
+    for key in ("train_config.freeze_variables", "train_config.update_trainable_variables"):
+        assert rows[key].status == "ignored" and "train.freeze_at=K" in rows[key].note
+    assert imp.cfg.train.freeze_at == 0 and not imp.cfg.train.freeze_backbone
+
+
 def test_moving_average_maps_to_ema_decay(tmp_path):
     """``optimizer.use_moving_average`` → train.ema_decay (the OD API's 0.9999 when no decay is
     written), which Model Garden's optimizer config wraps in its ExponentialMovingAverage."""
