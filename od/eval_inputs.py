@@ -165,12 +165,12 @@ def _image_size(r) -> tuple[int, int, int]:
     training), an image file upright (``od.data.images.decode_rgb``). Reads the header, and
     decodes a JPEG that lacks its end marker (cut off?) as ``od data convert`` does.
     Raises ImageError (missing, undecodable or truncated file or bytes, named)."""
-    from od.data.images import header  # the same checks as convert's
+    from od.data.images import header, turned  # the same checks as convert's
     stored = r.image_data is not None
     path = Path(f"{r.source or r.image_path}") if stored else Path(r.image_path)
     w, h, orientation = header(path, r.image_data, complete=True)
     orientation = 1 if stored else orientation
-    return (h, w, orientation) if orientation in (5, 6, 7, 8) else (w, h, orientation)
+    return (*turned(w, h, orientation), orientation)
 
 
 def _validate(records, box_policy: str, images_given: bool) -> list:

@@ -46,6 +46,12 @@ MAX_PIXELS = 89_478_485  # Pillow's default bomb limit (~0.25 GiB RGB): refuse a
 _EXIF_ORIENTATION = 0x0112
 
 
+def turned(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """``(width, height)`` in pixels after EXIF ``orientation`` (1-8) is applied: swapped for the
+    orientations that turn the image a quarter (5-8), else as given."""
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 @dataclass(frozen=True)
 class EncodedImage:
     """An image ready for a TFRecord.
@@ -68,9 +74,7 @@ class EncodedImage:
 
     @property
     def stored_size(self) -> tuple[int, int]:
-        if self.orientation in (5, 6, 7, 8):
-            return self.height, self.width
-        return self.width, self.height
+        return turned(self.width, self.height, self.orientation)
 
 
 def _open(path: Path, data: bytes) -> Image.Image:
@@ -149,7 +153,7 @@ def probe(path: str | os.PathLike, upright: bool = True) -> tuple[int, int]:
       ImageError: missing, unreadable or undecodable file, or a decompression bomb.
     """
     w, h, orientation = header(path)
-    return (h, w) if upright and orientation in (5, 6, 7, 8) else (w, h)
+    return turned(w, h, orientation if upright else 1)
 
 
 def header(path: str | os.PathLike, data: bytes | None = None, *,
