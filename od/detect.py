@@ -262,7 +262,7 @@ def _tileable(item: tuple, tile: int, overlap: float) -> tuple:
     if image is None:
         return item
     try:
-        tiling.windows(image.shape[1], image.shape[0], tile, overlap)
+        tiling.check_count(image.shape[1], image.shape[0], tile, overlap)
     except OdError as e:
         return path, None, str(e)
     return item

@@ -74,6 +74,25 @@ def _count(n: int, tile: int, step: int) -> int:
     return 1 if n <= tile else -(-(n - tile) // step) + 1
 
 
+def check_count(width: int, height: int, tile: int, overlap: float = 0.2) -> int:
+    """The number of ``windows`` a ``width`` × ``height`` px image needs, without making them.
+    Raises OdError as ``windows`` does (bad ``tile``/``overlap``; over ``MAX_TILES``, naming a
+    ``tile`` that fits)."""
+    tile, overlap = _check(tile, overlap)
+    width, height = int(width), int(height)
+    step = max(1, int(tile * (1 - overlap)))
+    n = _count(width, tile, step) * _count(height, tile, step)
+    if n > MAX_TILES:
+        fit = tile
+        while _count(width, fit, max(1, int(fit * (1 - overlap)))) * _count(
+                height, fit, max(1, int(fit * (1 - overlap)))) > MAX_TILES:
+            fit *= 2
+        raise OdError(f"--tile {tile} --tile-overlap {overlap:g}: a {width}x{height} px image "
+                      f"needs {n} tiles (one model call each, at most {MAX_TILES}); use --tile "
+                      f"{fit} or more, or a smaller --tile-overlap.")
+    return n
+
+
 def windows(width: int, height: int, tile: int, overlap: float = 0.2) -> list[tuple]:
     """Tile windows ``(x0, y0, x1, y1)`` (int pixels, x1/y1 exclusive) covering every pixel of a
     ``width`` × ``height`` image, row by row.
@@ -89,16 +108,8 @@ def windows(width: int, height: int, tile: int, overlap: float = 0.2) -> list[tu
     """
     tile, overlap = _check(tile, overlap)
     width, height = int(width), int(height)
+    check_count(width, height, tile, overlap)
     step = max(1, int(tile * (1 - overlap)))
-    n = _count(width, tile, step) * _count(height, tile, step)
-    if n > MAX_TILES:
-        fit = tile
-        while _count(width, fit, max(1, int(fit * (1 - overlap)))) * _count(
-                height, fit, max(1, int(fit * (1 - overlap)))) > MAX_TILES:
-            fit *= 2
-        raise OdError(f"--tile {tile} --tile-overlap {overlap:g}: a {width}x{height} px image "
-                      f"needs {n} tiles (one model call each, at most {MAX_TILES}); use --tile "
-                      f"{fit} or more, or a smaller --tile-overlap.")
     return [(x, y, min(x + tile, width), min(y + tile, height))
             for y in _starts(height, tile, step) for x in _starts(width, tile, step)]
 

@@ -15,6 +15,12 @@ def test_tiles_cover_the_image_with_overlap():
     assert tiling.windows(200, 100, 256) == [(0, 0, 200, 100)]
     with pytest.raises(tiling.OdError, match="--tile 8"):
         tiling.windows(100, 100, 8)
+    for size in ((1000, 600), (200, 100), (4000, 3000), (257, 1023)):
+        for tile, overlap in ((256, 0.2), (128, 0.5), (300, 0.0)):
+            assert tiling.check_count(*size, tile, overlap) == len(tiling.windows(*size, tile,
+                                                                                  overlap))
+    with pytest.raises(tiling.OdError, match="use --tile 128 or more"):
+        tiling.check_count(8000, 8000, 64, 0.2)
 
 
 def test_tiled_detection_maps_boxes_back_and_merges_duplicates():
