@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from od import atomic
+from od import atomic, fonts
 
 MAX_LEGEND_CLASSES = 15
 MAX_ANNOTATED_CELLS = 30
@@ -23,13 +23,23 @@ MAX_ANNOTATED_CELLS = 30
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Write a ``matplotlib.figure.Figure`` as PNG to ``path`` atomically, through the Agg canvas
     (no pyplot, no global backend). The one figure writer of `od` (evaluation and dataset plots).
-    Returns ``path`` as a Path. A class name in a script the font lacks (CJK with DejaVu Sans) is
-    drawn as boxes, without matplotlib's warning per glyph on the console (the names stay exact in
-    the JSON and CSV outputs)."""
+    Returns ``path`` as a Path. Text in a script DejaVu Sans lacks (CJK class names) falls back
+    to a system font that has it (:func:`od.fonts.families_for`); where the machine has none it
+    is drawn as boxes, without matplotlib's warning per glyph on the console (the names stay
+    exact in the JSON and CSV outputs)."""
+    from matplotlib.text import Text
+
     FigureCanvasAgg(fig)
-    with atomic.atomic_path(path) as tmp, warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from", category=UserWarning)
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        fig.draw_without_rendering()  # tick labels (class names) exist only once drawn
+        texts = [t for t in fig.findobj(Text) if t.get_text()]
+        families = fonts.families_for(t.get_text() for t in texts)
+        if len(families) > 1:  # matplotlib falls back glyph by glyph along a text's families
+            for t in texts:
+                t.set_fontfamily(families)
+        with atomic.atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     return Path(path)
 
 

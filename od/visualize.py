@@ -12,8 +12,9 @@ import colorsys
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from od import fonts
 from od.boxes import denormalize_to_xyxy
 from od.detections import Detections, GroundTruth
 from od.errors import ImageError
@@ -110,7 +111,7 @@ def draw_boxes(image, boxes, class_ids=None, scores=None, label_map=None, *,
     order = [i for i in (np.argsort(sc, kind="stable") if sc is not None else range(len(b)))
              if keep[i]]
     lw = line_width if line_width is not None else max(1, round(min(w, h) / 250))
-    font = ImageFont.load_default(size=max(10, round(min(w, h) / 40)))
+    size = max(10, round(min(w, h) / 40))  # pixels
     px = denormalize_to_xyxy(np.clip(b, 0.0, 1.0), w, h)
     draw = ImageDraw.Draw(img)
     for i in order:
@@ -123,6 +124,7 @@ def draw_boxes(image, boxes, class_ids=None, scores=None, label_map=None, *,
         text = _label(None if ids is None else ids[i], None if sc is None else sc[i], label_map)
         if not text:
             continue
+        font = fonts.label_font(text, size)  # the class name's own script (od.fonts)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = right - left + 2 * lw + 2, bottom - top + 2 * lw
         ty = y0 - th if y0 - th >= 0 else y0  # above the box, or inside it at the top edge

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 MEAN_RGB = np.array([0.485 * 255, 0.456 * 255, 0.406 * 255], np.float32)
 STDDEV_RGB = np.array([0.229 * 255, 0.224 * 255, 0.225 * 255], np.float32)
@@ -175,15 +175,29 @@ def records(boxes, scores, classes, labels, width: int, height: int) -> list[dic
     return out
 
 
+def label_font(size: int):
+    """DejaVu Sans (installed on Raspberry Pi OS and most Linux systems: accented Latin, Greek,
+    Cyrillic class names drawn as letters) at ``size`` px, else Pillow's built-in font."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        try:
+            return ImageFont.load_default(size)
+        except TypeError:  # Pillow < 10.1: the fixed bitmap font
+            return ImageFont.load_default()
+
+
 def draw(image: np.ndarray, recs: list[dict]) -> Image.Image:
     img = Image.fromarray(image)
     pen = ImageDraw.Draw(img)
     width = max(2, round(min(img.size) / 200))
+    size = max(10, round(min(img.size) / 40))
+    font = label_font(size) if recs else None
     for r in recs:
         x0, y0, x1, y1 = r["box_pixels"]
         pen.rectangle([x0, y0, x1, y1], outline=(255, 64, 0), width=width)
-        pen.text((x0 + width, max(0, y0 - 12)), f"{r['class']} {r['score']:.2f}",
-                 fill=(255, 64, 0))
+        pen.text((x0 + width, max(0, y0 - size - 2)), f"{r['class']} {r['score']:.2f}",
+                 fill=(255, 64, 0), font=font)
     return img
 
 
