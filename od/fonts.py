@@ -12,6 +12,7 @@ JSON and CSV outputs whatever font draws them.
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 
 #: DejaVu Sans as matplotlib ships it (matplotlib is a dependency of od).
@@ -64,11 +65,20 @@ def _font_for(chars: frozenset) -> str:
     return best
 
 
-@functools.lru_cache(maxsize=64)
+_LOCAL = threading.local()  # a FreeType face is not for two threads at once: one per thread
+
+
 def pil_font(path: str | Path, size: int):
-    """``PIL.ImageFont.FreeTypeFont`` of the file ``path`` at ``size`` pixels (cached)."""
+    """``PIL.ImageFont.FreeTypeFont`` of the file ``path`` at ``size`` pixels, cached per thread
+    (``od detect`` draws in worker threads)."""
     from PIL import ImageFont
-    return ImageFont.truetype(str(path), size)
+    cache = _LOCAL.__dict__.setdefault("fonts", {})
+    key = (str(path), int(size))
+    if key not in cache:
+        if len(cache) >= 64:
+            cache.clear()
+        cache[key] = ImageFont.truetype(key[0], key[1])
+    return cache[key]
 
 
 def label_font(text: str, size: int):
