@@ -149,6 +149,7 @@ def check_shards(cfg: config_lib.PipelineConfig, label_map=None) -> ShardCheck:
     from od.data import tfrecord, tfrecord_io
 
     count, val_images, val_boxes, strips, records = 0, 0, 0, [], []
+    names = {it.id: it.name for it in label_map.items} if label_map is not None else {}
     for pattern, is_train in ((cfg.data.train, True), (cfg.data.val, False)):
         for path in sorted(glob.glob(pattern)) if pattern else []:
             n = 0
@@ -162,7 +163,7 @@ def check_shards(cfg: config_lib.PipelineConfig, label_map=None) -> ShardCheck:
                             strips.append((h, w, f"{path}: {example.record.image_path} "
                                                  f"(record {n - 1})"))
                         if is_train:
-                            records.append(_slim(example, label_map, f"{path}#{n - 1}"))
+                            records.append(_slim(example, names, f"{path}#{n - 1}"))
                         val_boxes += 0 if is_train else sum(
                             not b.is_crowd for b in example.record.boxes)
             except AnnotationError as e:
@@ -178,16 +179,16 @@ def check_shards(cfg: config_lib.PipelineConfig, label_map=None) -> ShardCheck:
     return ShardCheck(count, tuple(strips), tuple(records))
 
 
-def _slim(example, label_map, source: str):
+def _slim(example, names: dict, source: str):
     """``example.record`` without its image bytes, each box under the label map's name of its
-    class id (checked by :func:`_check_classes`); its size checked (``od.data.values``)."""
+    class id (``names``: id → name; ids checked by :func:`_check_classes`); its size checked
+    (``od.data.values``)."""
     import dataclasses
 
     from od.data import values
 
     values.image_size(example.record.width, example.record.height,
                       f"{source}: image/width, height")
-    names = {it.id: it.name for it in label_map.items}
     boxes = tuple(dataclasses.replace(b, label=names[i])
                   for b, i in zip(example.record.boxes, example.class_ids))
     return example.record.replace(boxes=boxes, image_data=None, source=source)
