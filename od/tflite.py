@@ -17,7 +17,14 @@ class per box) with the run's ``model.nms_iou_threshold``, ``score_threshold`` a
 ``max_detections`` (K). Not its per-class ``use_regular_nms``: in TF 2.20 that path skips a class
 whenever the interpreter has more than one thread (its worker loop pre-increments the shared class
 counter). So where boxes of different classes overlap, the SavedModel's per-class NMS keeps both
-and TFLite keeps the higher-scoring one; ``compare`` allows for exactly that.
+and TFLite keeps the higher-scoring one; ``compare`` allows for exactly that. One more difference
+is Model Garden's, not od's: its graph clips the decoded boxes to the photo (the resized image
+inside the S×S input, padding excluded) before NMS, while the op runs NMS on the boxes as decoded;
+two boxes that cross the photo's edge therefore overlap differently in the two, and near the edge
+TFLite can keep a box that the SavedModel's NMS removes, or the reverse (od clips every box to the
+photo afterwards, so the boxes returned are the same shape). Where no box crosses the edge the
+detections are the same (tests/test_evaluate_models.py); on the raccoon test photos nothing
+scoring >= 0.3 differed (bench_tflite, README).
 
 Signature ``serving_default`` of every file (S = ``model.input_size``):
 
