@@ -54,6 +54,58 @@ def export_dir(tiny_run):
     return out
 
 
+def construct_head(run, box_share: tuple, seed: int = 0) -> None:
+    """Set the last layers of a TINY run's heads so that every runtime must give the same boxes
+    in the same order, and save the model as the run's newest checkpoint (and its best, if
+    RUN/best/ exists), in the form od.model.restore reads.
+
+    - box head: kernel 0, bias (0, 0, log s, log s) for anchor k of each location, s =
+      ``box_share[k]``: anchor k's box is s times the anchor's side, at its centre, in every
+      photo (the boxes, and so every IoU NMS sees, are known in advance);
+    - class head: class 1 keeps a kernel drawn normal and scaled so that its logits spread by
+      about 2 over the anchors of a training image (after 4 steps every score is about 0.0101
+      and differs from the next in the 6th digit, below the float noise between TF and TFLite
+      kernels); any other class gets kernel 0 and bias -30 (never above a score threshold), so
+      per-class and class-agnostic NMS are the same.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from od.data import tfrecord, tfrecord_io
+    from od.evaluate import decode_image
+    from od.layout import BEST_DIR, latest_checkpoint
+    from od.model import build_model, load_run, restore
+    from od.tflite import preprocess
+
+    cfg, _ = load_run(run)
+    model = build_model(cfg)
+    restore(model, latest_checkpoint(run))
+    box, cls = model.head._box_regressor, model.head._classifier
+    assert box.bias.shape[-1] == 4 * len(box_share)
+    box.kernel.assign(tf.zeros_like(box.kernel))
+    box.bias.assign(np.array([[0.0, 0.0, np.log(s), np.log(s)] for s in box_share],
+                             np.float32).ravel())
+    classes = cls.bias.shape[-1] // len(box_share)  # with the background column 0
+    kept = np.zeros(cls.bias.shape[-1], bool)
+    kept[1::classes] = True
+    kernel = np.random.default_rng(seed).normal(0, 1, cls.kernel.shape).astype(np.float32)
+    kernel[..., ~kept] = 0.0
+    cls.kernel.assign(kernel)
+    cls.bias.assign(np.where(kept, 0.0, -30.0).astype(np.float32))
+    shard = tfrecord.record_files(cfg.data.train)[0]
+    raw = next(iter(tfrecord_io.iter_records(shard)))
+    x = preprocess(decode_image(tfrecord.parse_example(raw, str(shard)).encoded),
+                   cfg.model.input_size)[0]
+    logits = model.head(model.decoder(model.backbone(x)))[0]  # (scores, boxes[, attributes])
+    spread = float(np.std(np.concatenate([v.numpy()[..., kept].ravel() for v in logits.values()])))
+    cls.kernel.assign(cls.kernel * (2.0 / spread))
+    for folder in (run, run / BEST_DIR):
+        if folder.is_dir():
+            prefix = tf.train.Checkpoint(model=model).write(str(folder / "ckpt-5"))
+            tf.compat.v1.train.update_checkpoint_state(str(folder), prefix)
+    assert latest_checkpoint(run) == str(run / "ckpt-5")
+
+
 def start_http_server(handler) -> tuple:
     """A ThreadingHTTPServer on 127.0.0.1 (a free port) serving ``handler`` in a daemon thread:
     (server, base URL). The zoo and download tests' stand-in for the internet."""

@@ -3,42 +3,30 @@ float TFLite file score the same images with the same AP50 (within 0.005); the c
 export folder, a lone .tflite file and a raw VOC folder; --compare.
 
 The model is the TINY model of tests/conftest.py trained for 4 steps on one class, keeping every
-box (``model.score_threshold=0``), then with its last head layers set (``_construct_outputs``) so
-that every runtime must give the same boxes in the same order:
+box (``model.score_threshold=0``), with its last head layers set by ``construct_head``: after 4
+steps every score is about 0.0101 and differs from the next in the 6th digit, below the float
+noise between TF and TFLite kernels, so the order of the boxes was each runtime's own (one CI run
+measured AP50 0.98 against 0.75 for TFLite on the pseudo-labels below). ``BOX_SHARE`` puts each
+anchor's box, a fifth to a quarter of the anchor's side, at its centre: every box lies inside the
+S×S input and the only overlaps above 0.18 IoU are the two scales of one location (0.76), far
+from the NMS threshold of 0.5. (tests/test_tflite.py has boxes that cross the input's edge.)
 
-- after 4 steps the class head's last kernel is still at its 1e-5 initialisation, so every score is
-  about 0.0101 and differs from the next in the 6th digit, below the float noise between TF and
-  TFLite kernels: the order of the boxes was each runtime's own. The kernel is redrawn and scaled
-  so that the logits spread by about 2 over the anchors;
-- box decoding and NMS differ between the graph forms and TFLite in one documented way (od.tflite):
-  Model Garden clips the decoded boxes to the image before NMS, TFLite's post-processing op does
-  not, so two boxes crossing the image's edge overlap more in one than in the other and NMS keeps
-  other boxes (one CI run measured AP50 0.98 against 0.75 on the pseudo-labels below). The box
-  head's last layer is set to put each anchor's box, a fifth to a quarter of the anchor's side,
-  at its centre: every box lies inside the square input, which the square photos fill without
-  padding, so nothing is clipped, and the only overlaps above 0.18 IoU are the two scales of one
-  location (0.76), far from the NMS threshold of 0.5.
-
-One class makes Model Garden's per-class NMS and TFLite's class-agnostic NMS the same. The AP50 on
-the real boxes is near 0, so the comparison that must not be vacuous scores pseudo-labels: the
-run's own 3 best boxes per image, written as a CSV (AP50 well above 0 for the run, and the
-exports must reproduce it)."""
+The AP50 on the real boxes is near 0, so the comparison that must not be vacuous scores
+pseudo-labels: the run's own 3 best boxes per image, written as a CSV (AP50 well above 0 for the
+run, and the exports must reproduce it)."""
 import csv
 import json
 import shutil
 
-import numpy as np
 import pytest
 
-from od import atomic, cli, evaluate, export, synthetic, train
+from od import cli, evaluate, export, synthetic, train
 from od.data.convert import convert
-from od.data.images import encode_jpeg
-from od.data.records import ImageAnnotation, ObjectBox
-from od.data.voc import to_xml
 from od.detections import _with_area
 from od.eval_inputs import load_model, read_data
+from od.layout import run_checkpoint
 
-from tests.conftest import CONFIGS, TINY
+from tests.conftest import CONFIGS, TINY, construct_head
 
 pytestmark = pytest.mark.slow
 
@@ -47,24 +35,15 @@ pytestmark = pytest.mark.slow
 BOX_SHARE = (0.25, 6.9 / (24 * 2 ** 0.5))
 
 
-def _square_shapes(out, num_images: int, seed: int) -> None:
-    """``out/images`` + ``out/annotations`` (VOC): square photos of 72-120 px, one class."""
-    rng = np.random.default_rng(seed)
-    for k in range(num_images):
-        side = int(rng.integers(72, 121))
-        img, objects = synthetic.make_image(rng, side, side)
-        name = f"sq-{k:04d}.jpg"
-        atomic.write_bytes(out / "images" / name, encode_jpeg(img, quality=92))
-        boxes = tuple(ObjectBox(y0 / side, x0 / side, y1 / side, x1 / side, label="shape")
-                      for _, (x0, y0, x1, y1) in objects)
-        atomic.write_bytes(out / "annotations" / f"sq-{k:04d}.xml",
-                           to_xml(ImageAnnotation(out / "images" / name, side, side, boxes), name))
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_models")
-    _square_shapes(root / "raw", 24, seed=3)
+    synthetic.generate(root / "raw", 24, size=(80, 64), seed=3)
+    for xml in (root / "raw" / "annotations").glob("*.xml"):
+        text = xml.read_text()
+        for name in synthetic.CLASSES:
+            text = text.replace(f"<name>{name}</name>", "<name>shape</name>")
+        xml.write_text(text)
     convert(root / "raw" / "annotations", root / "data", format="voc",
             images=root / "raw" / "images", split=(0.5, 0.25, 0.25), workers=1)
     train.fine_tune(CONFIGS / "quickstart_shapes_128.yaml", root / "run", progress=False,
@@ -72,47 +51,10 @@ def models(tmp_path_factory):
                                "train.eval_every=4", "train.seed=1",
                                # the anchors as written (BOX_SHARE is computed for them)
                                "model.anchor_fit=off"])
-    _construct_outputs(root / "run")
+    construct_head(root / "run", BOX_SHARE)
+    assert run_checkpoint(root / "run") == str(root / "run" / "best" / "ckpt-5")
     export.export(root / "run", root / "export", formats=("saved_model", "frozen_graph", "tflite"))
     return root
-
-
-def _construct_outputs(run):
-    """Set the class and box heads' last layers (module doc) and save the model as the run's
-    newest and its best checkpoint (training evaluated, so RUN/best/ exists and is what od
-    evaluate and od export read by default), in the form od.model.restore reads."""
-    import tensorflow as tf
-
-    from od.data import tfrecord, tfrecord_io
-    from od.evaluate import decode_image
-    from od.layout import BEST_DIR, latest_checkpoint, run_checkpoint
-    from od.model import build_model, load_run, restore
-    from od.tflite import preprocess
-
-    cfg, _ = load_run(run)
-    assert (cfg.model.anchor_size, cfg.model.num_scales, tuple(cfg.model.aspect_ratios),
-            cfg.model.input_size, cfg.model.nms_iou_threshold) == (3.0, 2, (1.0,), 64, 0.5)
-    model = build_model(cfg)
-    restore(model, latest_checkpoint(run))
-    head = model.head
-    box = head._box_regressor
-    box.kernel.assign(tf.zeros_like(box.kernel))  # box = f(anchor) alone: dy = dx = 0
-    box.bias.assign(np.array([[0.0, 0.0, np.log(s), np.log(s)] for s in BOX_SHARE],
-                             np.float32).ravel())
-    cls = head._classifier
-    cls.kernel.assign(np.random.default_rng(0).normal(0, 1, cls.kernel.shape).astype(np.float32))
-    shard = tfrecord.record_files(cfg.data.train)[0]
-    raw = next(iter(tfrecord_io.iter_records(shard)))
-    x = preprocess(decode_image(tfrecord.parse_example(raw, str(shard)).encoded),
-                   cfg.model.input_size)[0]
-    logits = head(model.decoder(model.backbone(x)))[0]  # (scores, boxes[, attributes])
-    spread = float(np.std(np.concatenate([v.numpy().ravel() for v in logits.values()])))
-    cls.kernel.assign(cls.kernel * (2.0 / spread))  # logits spread by about 2 (module doc)
-    for folder in (run, run / BEST_DIR):
-        prefix = tf.train.Checkpoint(model=model).write(str(folder / "ckpt-5"))
-        tf.compat.v1.train.update_checkpoint_state(str(folder), prefix)
-    assert latest_checkpoint(run) == str(run / "ckpt-5")
-    assert run_checkpoint(run) == prefix  # the default of od evaluate / od export
 
 
 FORMS = (("run", "run", None), ("saved_model", "export", None),

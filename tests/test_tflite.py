@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from od import detect, export, tflite
-from od.config import PipelineConfig, load, set_key
+from od.config import PipelineConfig, load, save, set_key
 from od.data import tfrecord
 from od.detections import Detections
 from od.errors import ExportError
@@ -71,6 +71,106 @@ def test_detector_runs_an_export_folders_tflite(exported):
         assert det.label_map is not None
     with pytest.raises(ExportError, match="unknown detector format 'onnx'"):
         detect.Detector(root / "export_tflite", format="onnx")
+
+
+def _anchors(cfg) -> np.ndarray:
+    """The run's anchors [N, 4] (input pixels) in the order of its box outputs (Model Garden's:
+    level, location, scale, aspect ratio)."""
+    from official.vision.ops import anchor
+
+    m = cfg.model
+    gen = anchor.build_anchor_generator(min_level=m.min_level, max_level=m.max_level,
+                                        num_scales=m.num_scales, aspect_ratios=list(m.aspect_ratios),
+                                        anchor_size=m.anchor_size)
+    levels = gen(image_size=[m.input_size] * 2)
+    return np.concatenate([levels[k].numpy().reshape(-1, 4)
+                           for k in sorted(levels, key=int)]).astype(np.float64)
+
+
+def _boxes(anchors: np.ndarray, share, aspect_ratios: int) -> np.ndarray:
+    """The boxes ``construct_head(run, share)`` makes: each anchor scaled about its centre by its
+    scale's share."""
+    per_anchor = np.repeat(np.asarray(share, np.float64), aspect_ratios)
+    centre, side = (anchors[:, :2] + anchors[:, 2:]) / 2, anchors[:, 2:] - anchors[:, :2]
+    side = side * np.tile(per_anchor, len(anchors) // len(per_anchor))[:, None]
+    return np.concatenate([centre - side / 2, centre + side / 2], axis=1)
+
+
+def _ious(b: np.ndarray) -> np.ndarray:
+    """IoU of every pair of boxes [N, 4] with itself on the diagonal set to 0."""
+    tl, br = np.maximum(b[:, None, :2], b[None, :, :2]), np.minimum(b[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
+    area = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    iou = inter / (area[:, None] + area[None] - inter)
+    np.fill_diagonal(iou, 0.0)
+    return iou
+
+
+def _edge_design(cfg) -> tuple:
+    """Box shares per anchor scale for which many boxes cross the input's edge, no pair of
+    boxes has an IoU within 0.03 of the NMS threshold, clipped to the input or not (so no float
+    noise can flip an NMS decision), and the most pairs overlap above it only once clipped:
+    (share, number of such pairs). A grid search over 0.5-2.0 per scale."""
+    import itertools
+
+    t, size = cfg.model.nms_iou_threshold, cfg.model.input_size
+    anchors, best = _anchors(cfg), (0, ())
+    for share in itertools.product(np.arange(0.5, 2.01, 0.15), repeat=cfg.model.num_scales):
+        b = _boxes(anchors, share, len(cfg.model.aspect_ratios))
+        unclipped, clipped = _ious(b), _ious(np.clip(b, 0, size))
+        if min(np.abs(unclipped - t).min(), np.abs(clipped - t).min()) > 0.03:
+            flips = int(((clipped > t) & (unclipped < t)).sum()) // 2
+            best = max(best, (flips, tuple(float(v) for v in share)))
+    return best[1], best[0]
+
+
+@pytest.fixture(scope="module")
+def edge_export(tiny_run, tmp_path_factory):
+    """The tiny run with its heads set (conftest.construct_head, ``_edge_design``) so that many
+    boxes cross the 64 px input's edge, exported as SavedModel, float and fp16 TFLite."""
+    import shutil
+
+    from tests.conftest import construct_head
+
+    root, _ = tiny_run
+    work = tmp_path_factory.mktemp("tflite_edge")
+    shutil.copytree(root / "run", work / "run")
+    cfg = load(work / "run" / "pipeline.yaml")  # every box NMS keeps comes out (other classes: 1e-13)
+    for key, value in (("model.max_detections", 400), ("model.score_threshold", 0.01)):
+        cfg = set_key(cfg, key, value)
+    save(cfg, work / "run" / "pipeline.yaml")
+    share, flips = _edge_design(cfg)
+    assert flips >= 5, (share, flips)  # pairs NMS decides differently clipped and unclipped
+    construct_head(work / "run", share)
+    export.export(work / "run", work / "export",
+                  formats=("saved_model", "tflite", "tflite_fp16"))
+    return root, work
+
+
+@pytest.mark.slow
+def test_float_tflite_clips_boxes_before_nms_as_the_savedmodel_does(edge_export):
+    """Model Garden's graph clips boxes to the S×S input before NMS, TFLite's op does not; the
+    float files clip in the graph (od.tflite), so with boxes crossing the edge they return the
+    SavedModel's detections, every one of them, in order."""
+    root, work = edge_export
+    saved_model = detect.Detector(work / "export")
+    images = [decode_image(r.encoded) for r in tfrecord.read(root / "data")[:6]]
+    compared = 0
+    fp16 = detect.Detector(work / "export", format="tflite_fp16")
+    model = detect.Detector(work / "export", format="tflite")
+    for image in images:
+        ref, got = saved_model(image), model(image)
+        assert len(ref) == len(got) > 10, (len(ref), len(got))
+        np.testing.assert_allclose(got.scores, ref.scores, atol=1e-4)
+        np.testing.assert_allclose(got.boxes, ref.boxes, atol=1e-4)
+        assert (got.class_ids == ref.class_ids).all()
+        compared += len(ref)
+        # float16 weights move scores by ~1e-3, which may swap two near-equal ones: pairs
+        got = fp16(image)
+        assert len(got) == len(ref)
+        c = tflite.compare("tflite_fp16", ref, got, min_score=0.0)
+        assert c["ok"] and c["suppressed_by_class_agnostic_nms"] == 0, c
+    assert compared > 100
 
 
 # ---- no training needed --------------------------------------------------------------------
