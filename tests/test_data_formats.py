@@ -102,6 +102,7 @@ def test_writers_keep_flags(tmp_path):
     assert [(b.difficult, b.truncated) for b in a.boxes] == [(True, False), (False, True)]
 
 
+@needs_raccoon  # the example files name the raccoon photos in ../shared
 @pytest.mark.parametrize("fmt,path", [("voc", "voc"), ("coco", "coco.json"),
                                       ("csv", "labels.csv"), ("automl", "automl.csv")])
 def test_example_annotation_files_agree(fmt, path):
