@@ -20,12 +20,12 @@ counter). So where boxes of different classes overlap, the SavedModel's per-clas
 and TFLite keeps the higher-scoring one; ``compare`` allows for exactly that.
 
 Model Garden's graph clips the decoded boxes to the S×S input before NMS; the op runs NMS on the
-boxes as it decodes them. Left so, two boxes crossing the input's edge overlap less in TFLite, which kept low-scoring boxes the
-SavedModel's NMS removes (92 of the 200 raccoon photos got such boxes scoring >= 0.05, e.g. a box
-over the whole photo at 0.06 beside the raccoon). So the float and fp16 files decode, clip and encode the boxes again
-before the op (``_clip_module``), in Model Garden's own box ops; the int8 file keeps the op's own
-decoding, since in 8 bits that round trip (exp, log) would cost box precision, and its
-low-scoring boxes at the edge can still differ.
+boxes as it decodes them. Left so, two boxes crossing the input's edge overlap less in TFLite,
+which kept low-scoring boxes the SavedModel's NMS removes (92 of the 200 raccoon photos got such
+boxes scoring >= 0.05, e.g. a box over the whole photo at 0.06 beside the raccoon). So the float
+and fp16 files decode, clip and encode the boxes again before the op (``_module``), in Model
+Garden's own box ops; the int8 file keeps the op's own decoding, since in 8 bits that round trip
+(exp, log) would cost box precision, and its low-scoring boxes at the edge can still differ.
 
 Signature ``serving_default`` of every file (S = ``model.input_size``):
 
@@ -190,9 +190,10 @@ class _CalibrationTask:
             tf.TensorSpec([1, self._size, self._size, 3], tf.float32), tf.TensorSpec([], tf.int32)))
 
 
-def _clip_module(params, size: int):
-    """Model Garden's ``DetectionModule`` for ``input_type='tflite'`` whose RetinaNet clips the
-    decoded boxes to the S×S input before TFLite's NMS op, as its graph forms do (module doc)."""
+def _module(params, size: int, clip_before_nms: bool):
+    """Model Garden's ``DetectionModule`` for ``input_type='tflite'``; with ``clip_before_nms``
+    its RetinaNet clips the decoded boxes to the S×S input before TFLite's NMS op, as Model
+    Garden's graph forms do (module doc)."""
     import tensorflow as tf
     from official.vision.modeling.layers import detection_generator
     from official.vision.ops import box_ops
@@ -216,8 +217,9 @@ def _clip_module(params, size: int):
 
     module = detection.DetectionModule(params, batch_size=1, input_image_size=[size, size],
                                        input_type="tflite")
-    model = module.model
-    model._detection_generator = ClipThenNMS(**model.detection_generator.get_config())
+    if clip_before_nms:
+        model = module.model
+        model._detection_generator = ClipThenNMS(**model.detection_generator.get_config())
     return module
 
 
@@ -255,7 +257,7 @@ def write(cfg, checkpoint: str, folder: str | os.PathLike, formats,
       CheckpointError: the checkpoint does not fit; ExportError: conversion failed, or no
         calibration images.
     """
-    from official.vision.serving import detection, export_tflite_lib
+    from official.vision.serving import export_tflite_lib
 
     from od.model import restore, save_serving
 
@@ -270,8 +272,7 @@ def write(cfg, checkpoint: str, folder: str | os.PathLike, formats,
         group = [f for f in formats if (f in CLIP_BEFORE_NMS) == clip]
         if not group:
             continue
-        module = _clip_module(params, size) if clip else detection.DetectionModule(
-            params, batch_size=1, input_image_size=[size, size], input_type="tflite")
+        module = _module(params, size, clip)
         restore(module.model, checkpoint)  # the generator holds no weights
         with tempfile.TemporaryDirectory(dir=folder, prefix=".tflite_saved_model") as sm:
             save_serving(module, {"tflite": "serving_default"}, sm)

@@ -73,20 +73,6 @@ def test_detector_runs_an_export_folders_tflite(exported):
         detect.Detector(root / "export_tflite", format="onnx")
 
 
-def _anchors(cfg) -> np.ndarray:
-    """The run's anchors [N, 4] (input pixels) in the order of its box outputs (Model Garden's:
-    level, location, scale, aspect ratio)."""
-    from official.vision.ops import anchor
-
-    m = cfg.model
-    gen = anchor.build_anchor_generator(min_level=m.min_level, max_level=m.max_level,
-                                        num_scales=m.num_scales, aspect_ratios=list(m.aspect_ratios),
-                                        anchor_size=m.anchor_size)
-    levels = gen(image_size=[m.input_size] * 2)
-    return np.concatenate([levels[k].numpy().reshape(-1, 4)
-                           for k in sorted(levels, key=int)]).astype(np.float64)
-
-
 def _boxes(anchors: np.ndarray, share, aspect_ratios: int) -> np.ndarray:
     """The boxes ``construct_head(run, share)`` makes: each anchor scaled about its centre by its
     scale's share."""
@@ -97,11 +83,11 @@ def _boxes(anchors: np.ndarray, share, aspect_ratios: int) -> np.ndarray:
 
 
 def _ious(b: np.ndarray) -> np.ndarray:
-    """IoU of every pair of boxes [N, 4] with itself on the diagonal set to 0."""
-    tl, br = np.maximum(b[:, None, :2], b[None, :, :2]), np.minimum(b[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    iou = inter / (area[:, None] + area[None] - inter)
+    """IoU of every pair of boxes [N, 4] (Model Garden's ``box_ops.bbox_overlap``), 0 on the
+    diagonal (a box with itself)."""
+    from official.vision.ops import box_ops
+
+    iou = box_ops.bbox_overlap(b[None].astype(np.float32), b[None].astype(np.float32)).numpy()[0]
     np.fill_diagonal(iou, 0.0)
     return iou
 
@@ -113,8 +99,10 @@ def _edge_design(cfg) -> tuple:
     (share, number of such pairs). A grid search over 0.5-2.0 per scale."""
     import itertools
 
+    from od.anchors import Anchors
+
     t, size = cfg.model.nms_iou_threshold, cfg.model.input_size
-    anchors, best = _anchors(cfg), (0, ())
+    anchors, best = Anchors.of(cfg.model).boxes().numpy().astype(np.float64), (0, ())
     for share in itertools.product(np.arange(0.5, 2.01, 0.15), repeat=cfg.model.num_scales):
         b = _boxes(anchors, share, len(cfg.model.aspect_ratios))
         unclipped, clipped = _ious(b), _ious(np.clip(b, 0, size))
@@ -135,7 +123,7 @@ def edge_export(tiny_run, tmp_path_factory):
     root, _ = tiny_run
     work = tmp_path_factory.mktemp("tflite_edge")
     shutil.copytree(root / "run", work / "run")
-    cfg = load(work / "run" / "pipeline.yaml")  # every box NMS keeps comes out (other classes: 1e-13)
+    cfg = load(work / "run" / "pipeline.yaml")  # every box NMS keeps comes out (others: 1e-13)
     for key, value in (("model.max_detections", 400), ("model.score_threshold", 0.01)):
         cfg = set_key(cfg, key, value)
     save(cfg, work / "run" / "pipeline.yaml")
